@@ -1,0 +1,74 @@
+"""Callbacks: KL warm-up (linear and cyclical annealing of `model.beta`)."""
+
+import keras
+
+from keras_vae.distributions import _positive_float, _positive_int
+
+__all__ = ["KLWarmup"]
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class KLWarmup(keras.callbacks.Callback):
+    """Anneals the KL weight `model.beta` from `start` to `target` during training.
+
+    The schedule is a function of `model.optimizer.iterations`, so it continues
+    correctly after `keras.callbacks.BackupAndRestore` or a reload. `beta` is a
+    non-trainable variable read inside the compiled step: assigning it changes
+    the loss of the very next batch (a Python float would be frozen at tracing).
+
+    #### Mathematical details
+
+    ```none
+    linear   (Bowman et al., 2016): beta(t) = start + (target - start) * min(1, t / steps)
+    cyclical (Fu et al., 2019):     u = (t mod steps) / steps,
+                                    beta(t) = start + (target - start) * min(1, u / ratio)
+    ```
+
+    Args:
+      steps: length of the ramp (linear) or of one cycle (cyclical), in
+        optimizer steps (batches).
+      schedule: "linear" (default) or "cyclical".
+      target: final beta (default 1.0).
+      start: initial beta (default 0.0).
+      ratio: cyclical only, the share of each cycle spent increasing (0, 1].
+
+    Example:
+      >>> vae.fit(x, epochs=20, callbacks=[KLWarmup(steps=1000)])
+    """
+
+    def __init__(self, steps, schedule="linear", target=1.0, start=0.0, ratio=0.5):
+        super().__init__()
+        self.steps = _positive_int("steps", steps)
+        if schedule not in ("linear", "cyclical"):
+            raise ValueError(
+                "`schedule` must be 'linear' or 'cyclical'. "
+                f"Received: schedule={schedule!r}"
+            )
+        self.schedule = schedule
+        self.target = _positive_float("target", target, allow_zero=True)
+        self.start = _positive_float("start", start, allow_zero=True)
+        ratio = _positive_float("ratio", ratio)
+        if ratio > 1:
+            raise ValueError(f"`ratio` must lie in (0, 1]. Received: ratio={ratio!r}")
+        self.ratio = ratio
+
+    def value(self, step):
+        """beta at optimizer step `step` (a Python number)."""
+        if self.schedule == "linear":
+            progress = min(1.0, step / self.steps)
+        else:
+            progress = min(1.0, (step % self.steps) / self.steps / self.ratio)
+        return self.start + (self.target - self.start) * progress
+
+    def on_train_batch_begin(self, batch, logs=None):
+        beta = getattr(self.model, "beta", None)
+        if beta is None:
+            raise ValueError(
+                "KLWarmup needs a model with a `beta` variable such as keras_vae.VAE. "
+                f"Received: model of type {type(self.model).__name__}"
+            )
+        beta.assign(self.value(int(self.model.optimizer.iterations.numpy())))
+
+    def get_config(self):
+        return {"steps": self.steps, "schedule": self.schedule, "target": self.target,
+                "start": self.start, "ratio": self.ratio}

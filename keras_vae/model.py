@@ -1,0 +1,362 @@
+"""The `VAE` model: a `keras.Model` whose `train_step`/`test_step` optimise the ELBO.
+
+The model wires an encoder (`x -> q(z|x)`), a decoder (`z -> p(x|z)`) and a
+prior; the arithmetic lives in `keras_vae.objectives`. Both steps call one
+function, `compute_terms`, so `fit` and `evaluate` report the same numbers.
+
+Noise is drawn from stateless seeds `(seed, f(optimizer.iterations, replica))`
+with the Philox generator: a run restored from a checkpoint (e.g. by
+`keras.callbacks.BackupAndRestore`) draws the same noise as an uninterrupted
+one, every replica of a `tf.distribute` strategy draws its own noise, and XLA
+compiles the draws to fast code on CPU.
+"""
+
+import secrets
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vae import distributions as dists
+from keras_vae import objectives
+from keras_vae import priors as priors_lib
+
+__all__ = ["VAE"]
+
+
+def _replica():
+    """(replica id, number of replicas in sync) inside a replica context."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        return 0, 1
+    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+
+def check_data(x, data_shape, likelihood_head=None, name="x"):
+    """Validates a batch of examples (numpy-convertible) against a model's data shape.
+
+    Raises TypeError/ValueError naming what was expected and received: wrong
+    rank or shape, non-numeric dtype, empty arrays, NaN/Inf, values outside
+    the likelihood's support. `tf.data.Dataset`s are checked by element spec.
+    """
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        if isinstance(spec, tuple):
+            spec = spec[0]
+        shape = tuple(spec.shape)
+        if len(shape) != len(data_shape) + 1 or any(
+            s is not None and s != d for s, d in zip(shape[1:], data_shape)
+        ):
+            raise ValueError(
+                f"Expected dataset batches of shape (batch,) + {data_shape}. "
+                f"Received: {name}.element_spec.shape={shape}"
+            )
+        return
+    if isinstance(x, keras.utils.PyDataset) or hasattr(x, "__next__"):
+        return  # generators and PyDatasets are checked batch by batch by Keras
+    if isinstance(x, dict) or x is None:
+        raise TypeError(
+            f"Expected `{name}` as an array of shape (batch,) + {data_shape}. "
+            f"Received: {name} of type {type(x).__name__}"
+        )
+    arr = x.numpy() if isinstance(x, tf.Tensor) else np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+        or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(
+            f"Expected `{name}` to hold real numbers. Received: {name}.dtype={arr.dtype}"
+        )
+    if arr.ndim != len(data_shape) + 1 or tuple(arr.shape[1:]) != tuple(data_shape):
+        raise ValueError(
+            f"Expected `{name}` of shape (batch,) + {tuple(data_shape)}. "
+            f"Received: {name}.shape={arr.shape}"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"Expected at least one example. Received: {name}.shape={arr.shape}")
+    if likelihood_head is not None and hasattr(likelihood_head, "check_support"):
+        likelihood_head.check_support(arr, name=name)
+    elif np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or Inf")
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VAE(keras.Model):
+    """Variational autoencoder trained with `model.fit`.
+
+    #### Mathematical details
+
+    ```none
+    loss = E_q(z|x)[-log p(x|z)] + beta * KL(q(z|x) || p(z))        objective="elbo"
+    loss = -log 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x)                objective="iwae"
+    z = mu(x) + sigma(x) * eps,  eps ~ N(0, I)                      (reparameterization)
+    ```
+    Values are summed over data and latent dimensions and averaged over the
+    batch, in nats. Logged metrics: `loss`, `elbo` (nats per example, higher is
+    better), `reconstruction` (E_q[-log p(x|z)]), `kl`, `beta` (and `iwae`).
+
+    Args:
+      encoder: layer mapping `x [B] + data_shape` to `q(z|x)` with event shape
+        `[latent_dim]` (e.g. `MLPEncoder`, `ConvEncoder`).
+      decoder: layer mapping `z [..., latent_dim]` to `p(x|z)` with event shape
+        `data_shape` (e.g. `MLPDecoder`, `ConvDecoder`).
+      prior: None or "standard_normal" for N(0, I), "mixture" for a learnable
+        mixture of Gaussians, or a prior layer from `keras_vae.priors`.
+      beta: weight of the KL term (>= 0), held in the non-trainable variable
+        `model.beta` so callbacks such as `KLWarmup` can change it.
+      num_samples: L Monte Carlo samples per example (K for "iwae").
+      analytic_kl: closed-form KL where TFP has one; Monte Carlo otherwise.
+      objective: "elbo" or "iwae".
+      free_bits: nats per latent dimension below which KL is not penalised.
+      seed: integer base of the stateless noise seeds.
+
+    Call arguments:
+      x: `[B] + data_shape`. Returns the mean of `p(x | z = E[q(z|x)])`, the
+        deterministic reconstruction used by `predict`.
+
+    Raises:
+      TypeError / ValueError: for arguments of the wrong type or value, and
+        for data of the wrong shape, dtype or range (see `check_data`).
+
+    Example:
+      >>> enc = MLPEncoder(latent_dim=2, hidden=(64,))
+      >>> dec = MLPDecoder(output_shape=(8, 8, 1), hidden=(64,))
+      >>> vae = VAE(enc, dec)
+      >>> vae.compile(optimizer="adam")
+      >>> history = vae.fit(x_train, epochs=5, batch_size=64, validation_data=(x_test,))
+    """
+
+    def __init__(self, encoder, decoder, prior=None, beta=1.0, num_samples=1,
+                 analytic_kl=True, objective="elbo", free_bits=0.0, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        for name, layer, attr in (("encoder", encoder, "latent_dim"),
+                                  ("decoder", decoder, "event_shape")):
+            if not isinstance(layer, keras.layers.Layer) or not hasattr(layer, attr):
+                raise TypeError(
+                    f"`{name}` must be a keras_vae {name} layer (a keras.layers.Layer "
+                    f"with `{attr}`). Received: {name}={layer!r}"
+                )
+        latent_dim = encoder.latent_dim
+        if getattr(decoder, "latent_dim", None) not in (None, latent_dim):
+            raise ValueError(
+                f"The decoder was built for latent_dim={decoder.latent_dim} but the "
+                f"encoder has latent_dim={latent_dim}. Received: decoder.latent_dim="
+                f"{decoder.latent_dim}"
+            )
+        if objective not in objectives.OBJECTIVES:
+            raise ValueError(
+                f"`objective` must be one of {objectives.OBJECTIVES}. "
+                f"Received: objective={objective!r}"
+            )
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior = priors_lib.get_prior(prior, latent_dim)
+        self.latent_dim = latent_dim
+        self.data_shape = tuple(decoder.event_shape)
+        self.num_samples = dists._positive_int("num_samples", num_samples)
+        if not isinstance(analytic_kl, (bool, np.bool_)):
+            raise TypeError(f"`analytic_kl` must be a bool. Received: analytic_kl={analytic_kl!r}")
+        self.analytic_kl = bool(analytic_kl)
+        self.objective = objective
+        self.free_bits = dists._positive_float("free_bits", free_bits, allow_zero=True)
+        if objective == "iwae" and self.free_bits:
+            raise ValueError(
+                "free_bits applies to the 'elbo' objective only. "
+                f"Received: objective='iwae', free_bits={free_bits!r}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"`seed` must be an integer. Received: seed={seed!r}")
+        self.seed = int(seed) % (2 ** 31 - 1)
+        self._initial_beta = dists._positive_float("beta", beta, allow_zero=True)
+        self.beta = self.add_weight(
+            name="beta", shape=(), dtype="float32", trainable=False,
+            initializer=keras.initializers.Constant(self._initial_beta),
+        )
+        names = ["loss", "elbo", "reconstruction", "kl", "beta"]
+        if objective == "iwae":
+            names.append("iwae")
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.build((None,) + self.data_shape)
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, input_shape=None):
+        if not self.encoder.built:
+            self.encoder.build(input_shape or (None,) + self.data_shape)
+        if not self.decoder.built:
+            self.decoder.build((None, self.latent_dim))
+        if not self.prior.built:
+            self.prior.build()
+        self.built = True
+
+    # ------------------------------------------------------------ the maths
+
+    def noise_seed(self, training):
+        """Stateless seed (int32 [2]) for this step and replica.
+
+        Training: `(seed, 2 * (iterations * replicas + replica))`, so a run
+        restored at step t draws what the uninterrupted run drew at step t.
+        Evaluation: `(seed, -1 - replica)`, the same on every call.
+        """
+        replica, replicas = _replica()
+        replica = tf.cast(replica, tf.int64)
+        if training:
+            counter = 2 * (tf.cast(self.optimizer.iterations, tf.int64) * replicas + replica)
+        else:
+            counter = -1 - replica
+        return tf.cast(tf.stack([tf.constant(self.seed, tf.int64), counter]), tf.int32)
+
+    def compute_terms(self, x, training=False, seed=None, num_samples=None):
+        """Runs the objective on a batch: dict of `loss` (scalar) and per-example
+        `elbo`, `reconstruction`, `kl` (and `iwae`), all float32 nats.
+
+        Args:
+          x: `[B] + data_shape` float tensor.
+          training: passed to the encoder and decoder layers.
+          seed: stateless seed int32 [2]; defaults to `noise_seed(training)`.
+          num_samples: overrides the model's `num_samples` for this call.
+        """
+        x = tf.cast(x, tf.float32)
+        if seed is None:
+            seed = self.noise_seed(training)
+        objective = objectives.elbo if self.objective == "elbo" else objectives.iwae
+        return objective(
+            x, self.encoder(x, training=training),
+            lambda z: self.decoder(z, training=training), self.prior.distribution(),
+            seed=seed, num_samples=num_samples or self.num_samples,
+            analytic_kl=self.analytic_kl, beta=self.beta, free_bits=self.free_bits,
+        )
+
+    def _data(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return x
+
+    def train_step(self, data):
+        x = self._data(data)
+        _, replicas = _replica()
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(x, training=True)
+            loss = terms["loss"]
+            if self.losses:  # layer regularisers
+                loss = loss + tf.add_n(self.losses)
+            # Gradients are summed across replicas: divide so they average.
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._update_metrics(terms, loss)
+
+    def test_step(self, data):
+        terms = self.compute_terms(self._data(data), training=False)
+        return self._update_metrics(terms, terms["loss"])
+
+    def _update_metrics(self, terms, loss):
+        # Weighted by batch size, like the per-example terms (and Keras's own loss).
+        batch = tf.cast(tf.shape(terms["elbo"])[0], tf.float32)
+        self._trackers["loss"].update_state(loss, sample_weight=batch)
+        self._trackers["beta"].update_state(self.beta)
+        for name in ("elbo", "reconstruction", "kl", "iwae"):
+            if name in self._trackers:
+                self._trackers[name].update_state(terms[name])
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def call(self, x, training=False):
+        return self.decoder(self.encoder(x, training=training).mean(),
+                            training=training).mean()
+
+    # -------------------------------------------------- Keras entry points
+
+    def _check(self, x, name="x"):
+        check_data(x, self.data_shape, self.decoder.head, name=name)
+
+    def _check_validation(self, validation_data):
+        if validation_data is None:
+            return
+        if isinstance(validation_data, tuple):
+            if not validation_data:
+                raise ValueError("`validation_data` is an empty tuple. Received: validation_data=()")
+            validation_data = validation_data[0]
+        self._check(validation_data, "validation_data")
+
+    def fit(self, x=None, y=None, **kwargs):
+        self._check(x)
+        self._check_validation(kwargs.get("validation_data"))
+        return super().fit(x, y, **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        self._check(x)
+        return super().evaluate(x, y, **kwargs)
+
+    def predict(self, x, **kwargs):
+        self._check(x)
+        return super().predict(x, **kwargs)
+
+    # ------------------------------------------------------ user methods
+
+    def encode(self, x):
+        """`q(z|x)`: batch shape `[B]`, event shape `[latent_dim]`."""
+        self._check(x)
+        return self.encoder(tf.cast(x, tf.float32), training=False)
+
+    def decode(self, z):
+        """`p(x|z)`: batch shape `z.shape[:-1]`, event shape `data_shape`."""
+        z = tf.convert_to_tensor(z, tf.float32)
+        if z.shape.rank is None or z.shape.rank < 1 or z.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"Expected latents of shape (..., {self.latent_dim}). "
+                f"Received: z.shape={tuple(z.shape)}"
+            )
+        if not bool(tf.reduce_all(tf.math.is_finite(z))):
+            raise ValueError("Latents must be finite. Received: z with NaN or Inf")
+        return self.decoder(z, training=False)
+
+    def sample(self, num_samples, seed=None, mean=True):
+        """Generates `num_samples` examples: z ~ p(z), x = mean of p(x|z) (or a draw).
+
+        Args:
+          num_samples: positive int n.
+          seed: int for reproducible samples (the same seed gives the same batch).
+          mean: return the likelihood's mean (default) or a sample from it.
+
+        Returns:
+          float32 tensor `[n] + data_shape`.
+        """
+        n = dists._positive_int("num_samples", num_samples)
+        if seed is None:
+            seed = secrets.randbelow(2 ** 31 - 1)
+        seeds = tf.random.split(tf.constant([int(seed) % (2 ** 31 - 1), 7], tf.int32), 2)
+        z = self.prior.distribution().sample(n, seed=seeds[0])
+        likelihood = self.decoder(z, training=False)
+        return likelihood.mean() if mean else likelihood.sample(seed=seeds[1])
+
+    def reconstruct(self, x):
+        """Mean of `p(x | z = E[q(z|x)])`, shape `[B] + data_shape`."""
+        self._check(x)
+        return self(tf.cast(x, tf.float32), training=False)
+
+    # ------------------------------------------------------------ config
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "prior": keras.saving.serialize_keras_object(self.prior),
+            "beta": self._initial_beta,
+            "num_samples": self.num_samples,
+            "analytic_kl": self.analytic_kl,
+            "objective": self.objective,
+            "free_bits": self.free_bits,
+            "seed": self.seed,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "decoder", "prior"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

@@ -1,0 +1,388 @@
+"""Encoder and decoder networks: Keras subclassed layers that return TFP distributions.
+
+- `MLPEncoder` / `ConvEncoder`: `x [B] + data_shape -> q(z|x)` (batch `[B]`,
+  event `[latent_dim]`).
+- `MLPDecoder` / `ConvDecoder`: `z [...] + [latent_dim] -> p(x|z)` (batch `[...]`,
+  event `output_shape`). Any number of leading sample dimensions is accepted,
+  so `z` of shape `[L, B, d]` gives a likelihood with batch shape `[L, B]`.
+
+The body produces `head.params_size()` numbers and a distribution head from
+`keras_vae.distributions` turns them into the distribution. These layers
+cannot be used with `keras.Input` (the Functional API cannot carry
+distributions); use them inside subclassed models such as `keras_vae.VAE`.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vae import distributions as dists
+
+__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
+
+_PACKAGE = "keras_vae"
+
+
+def _hidden(name, hidden):
+    if isinstance(hidden, (int, np.integer)):
+        hidden = (hidden,)
+    try:
+        hidden = tuple(hidden)
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be a tuple of positive integers. Received: {name}={hidden!r}"
+        ) from None
+    for h in hidden:
+        dists._positive_int(name, h)
+    return tuple(int(h) for h in hidden)
+
+
+def _activation(activation):
+    try:
+        keras.activations.get(activation)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "`activation` must name a Keras activation such as 'tanh' or 'relu'. "
+            f"Received: activation={activation!r}"
+        ) from None
+    return activation
+
+
+def _serialize_head(head, name):
+    return name if isinstance(name, str) else keras.saving.serialize_keras_object(head)
+
+
+def _deserialize_head(value):
+    if isinstance(value, dict):
+        return keras.saving.deserialize_keras_object(value)
+    return value
+
+
+class _Encoder(keras.layers.Layer):
+    """Shared machinery: posterior head, input checks, config."""
+
+    def __init__(self, latent_dim, posterior="diagonal", min_scale=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = dists._positive_int("latent_dim", latent_dim)
+        self._posterior_id = _deserialize_head(posterior)
+        self.head = dists.get_posterior(self._posterior_id, self.latent_dim,
+                                        min_scale=min_scale)
+        self.min_scale = min_scale
+        self.input_spec_shape = None
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 2 or any(d is None for d in input_shape[1:]):
+            raise ValueError(
+                f"{type(self).__name__} needs a fully known data shape after the batch "
+                f"axis. Received: input_shape={input_shape}"
+            )
+        self.input_spec_shape = tuple(int(d) for d in input_shape[1:])
+        self._build_body(self.input_spec_shape)
+        self.head.build((None, self.head.params_size()))
+        self.built = True
+
+    def call(self, x, training=None):
+        return self.head(self._body(x, training))
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim,
+                "posterior": _serialize_head(self.head, self._posterior_id),
+                "min_scale": self.min_scale}
+
+
+class _Decoder(keras.layers.Layer):
+    """Shared machinery: likelihood head, leading sample dims, config."""
+
+    def __init__(self, output_shape, likelihood="bernoulli", **kwargs):
+        super().__init__(**kwargs)
+        self.event_shape = dists._event_shape("output_shape", output_shape)
+        self._likelihood_id = _deserialize_head(likelihood)
+        self.head = dists.get_likelihood(self._likelihood_id, self.event_shape)
+        if tuple(self.head.event_shape) != self.event_shape:
+            raise ValueError(
+                "The likelihood's event_shape must equal the decoder's output_shape "
+                f"{self.event_shape}. Received: likelihood.event_shape="
+                f"{tuple(self.head.event_shape)}"
+            )
+        self.latent_dim = None
+
+    def build(self, input_shape):
+        latent_dim = tuple(input_shape)[-1]
+        self.latent_dim = dists._positive_int("latent_dim", latent_dim)
+        self._build_body(self.latent_dim)
+        self.head.build((None, self.head.params_size()))
+        self.built = True
+
+    def call(self, z, training=None):
+        z = tf.convert_to_tensor(z)
+        leading = tf.shape(z)[:-1]
+        flat = tf.reshape(z, [-1, self.latent_dim])
+        params = self._body(flat, training)
+        params = tf.reshape(params, tf.concat([leading, [self.head.params_size()]], 0))
+        return self.head(params)
+
+    def get_config(self):
+        return {**super().get_config(), "output_shape": list(self.event_shape),
+                "likelihood": _serialize_head(self.head, self._likelihood_id)}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MLPEncoder(_Encoder):
+    """Fully connected encoder `x -> q(z|x)`; flattens any data shape.
+
+    Args:
+      latent_dim: size of z.
+      hidden: widths of the hidden Dense layers, default (200, 200).
+      activation: Keras activation of the hidden layers, default "tanh".
+      posterior: "diagonal" (default) or "full" covariance, or a head layer.
+      min_scale: floor on the posterior's standard deviations.
+
+    Call arguments:
+      x: float tensor `[B] + data_shape`.
+
+    Returns:
+      `q(z|x)`, batch shape `[B]`, event shape `[latent_dim]`.
+
+    Example:
+      >>> enc = MLPEncoder(latent_dim=2, hidden=(64,))
+      >>> q = enc(np.zeros((5, 8, 8, 1), "float32"))
+      >>> q.batch_shape, q.event_shape
+      (TensorShape([5]), TensorShape([2]))
+    """
+
+    def __init__(self, latent_dim, hidden=(200, 200), activation="tanh", **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        self.hidden = _hidden("hidden", hidden)
+        self.activation = _activation(activation)
+
+    def _build_body(self, data_shape):
+        self._flat_dim = int(np.prod(data_shape))
+        self.dense_layers = []
+        width = self._flat_dim
+        for i, units in enumerate(self.hidden):
+            layer = keras.layers.Dense(units, activation=self.activation,
+                                       name=f"dense_{i}", dtype=self.dtype_policy)
+            layer.build((None, width))
+            self.dense_layers.append(layer)
+            width = units
+        self.params_layer = keras.layers.Dense(self.head.params_size(), name="params",
+                                               dtype=self.dtype_policy)
+        self.params_layer.build((None, width))
+
+    def _body(self, x, training):
+        h = tf.reshape(x, [-1, self._flat_dim])
+        for layer in self.dense_layers:
+            h = layer(h)
+        return self.params_layer(h)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": list(self.hidden),
+                "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MLPDecoder(_Decoder):
+    """Fully connected decoder `z -> p(x|z)`.
+
+    Args:
+      output_shape: data shape, e.g. (28, 28, 1) or (64,).
+      hidden: widths of the hidden Dense layers, default (200, 200).
+      activation: Keras activation, default "tanh".
+      likelihood: "bernoulli" (default), "gaussian" (fixed scale 1),
+        "gaussian_learned", "continuous_bernoulli", or a likelihood head
+        from `keras_vae.distributions` for other options
+        (e.g. `GaussianLikelihood(shape, scale=0.1)`).
+
+    Call arguments:
+      z: float tensor `[...] + [latent_dim]`.
+
+    Returns:
+      `p(x|z)`, batch shape `[...]`, event shape `output_shape`.
+    """
+
+    def __init__(self, output_shape, hidden=(200, 200), activation="tanh",
+                 likelihood="bernoulli", **kwargs):
+        super().__init__(output_shape, likelihood=likelihood, **kwargs)
+        self.hidden = _hidden("hidden", hidden)
+        self.activation = _activation(activation)
+
+    def _build_body(self, latent_dim):
+        self.dense_layers = []
+        width = latent_dim
+        for i, units in enumerate(self.hidden):
+            layer = keras.layers.Dense(units, activation=self.activation,
+                                       name=f"dense_{i}", dtype=self.dtype_policy)
+            layer.build((None, width))
+            self.dense_layers.append(layer)
+            width = units
+        self.params_layer = keras.layers.Dense(self.head.params_size(), name="params",
+                                               dtype=self.dtype_policy)
+        self.params_layer.build((None, width))
+
+    def _body(self, z, training):
+        h = z
+        for layer in self.dense_layers:
+            h = layer(h)
+        return self.params_layer(h)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": list(self.hidden),
+                "activation": self.activation}
+
+
+def _conv_args(filters, kernel_size, activation):
+    return _hidden("filters", filters), dists._positive_int("kernel_size", kernel_size), \
+        _activation(activation)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvEncoder(_Encoder):
+    """Convolutional encoder: stride-2 Conv2D layers, then Dense layers, then the head.
+
+    The architecture of Keras's VAE example with the defaults
+    `filters=(32, 64), hidden=(16,)`.
+
+    Args:
+      latent_dim: size of z.
+      filters: channels of each stride-2 3x3 convolution, default (32, 64).
+      kernel_size: default 3.
+      hidden: Dense widths after flattening, default (16,).
+      activation: default "relu".
+      posterior, min_scale: as in `MLPEncoder`.
+
+    Call arguments:
+      x: float tensor `[B, H, W, C]`.
+
+    Returns:
+      `q(z|x)`, batch shape `[B]`, event shape `[latent_dim]`.
+    """
+
+    def __init__(self, latent_dim, filters=(32, 64), kernel_size=3, hidden=(16,),
+                 activation="relu", **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        self.filters, self.kernel_size, self.activation = _conv_args(
+            filters, kernel_size, activation)
+        self.hidden = _hidden("hidden", hidden) if hidden else ()
+
+    def _build_body(self, data_shape):
+        if len(data_shape) != 3:
+            raise ValueError(
+                "ConvEncoder needs images of shape (H, W, C); use MLPEncoder for "
+                f"vectors. Received: data shape {data_shape}"
+            )
+        shape = (None,) + tuple(data_shape)
+        self.conv_layers = []
+        for i, f in enumerate(self.filters):
+            layer = keras.layers.Conv2D(f, self.kernel_size, strides=2, padding="same",
+                                        activation=self.activation, name=f"conv_{i}",
+                                        dtype=self.dtype_policy)
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+            self.conv_layers.append(layer)
+        self._flat_dim = int(np.prod(shape[1:]))
+        self.dense_layers = []
+        width = self._flat_dim
+        for i, units in enumerate(self.hidden):
+            layer = keras.layers.Dense(units, activation=self.activation,
+                                       name=f"dense_{i}", dtype=self.dtype_policy)
+            layer.build((None, width))
+            self.dense_layers.append(layer)
+            width = units
+        self.params_layer = keras.layers.Dense(self.head.params_size(), name="params",
+                                               dtype=self.dtype_policy)
+        self.params_layer.build((None, width))
+
+    def _body(self, x, training):
+        h = x
+        for layer in self.conv_layers:
+            h = layer(h)
+        h = tf.reshape(h, [-1, self._flat_dim])
+        for layer in self.dense_layers:
+            h = layer(h)
+        return self.params_layer(h)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": list(self.filters),
+                "kernel_size": self.kernel_size, "hidden": list(self.hidden),
+                "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvDecoder(_Decoder):
+    """Convolutional decoder: Dense to a small feature map, stride-2 Conv2DTranspose
+    layers, a crop to (H, W) and a 3x3 Conv2D producing the likelihood's parameters.
+
+    Works for any image size: the base map is `ceil(H / 2^n) x ceil(W / 2^n)`
+    for `n = len(filters)` and the upsampled map is cropped to `H x W`.
+
+    Args:
+      output_shape: (H, W, C).
+      filters: channels of each stride-2 transposed convolution, default (64, 32).
+      kernel_size: default 3.
+      hidden: Dense widths before the feature map, default () (none).
+      activation: default "relu".
+      likelihood: as in `MLPDecoder`.
+
+    Call arguments:
+      z: float tensor `[...] + [latent_dim]`.
+
+    Returns:
+      `p(x|z)`, batch shape `[...]`, event shape `(H, W, C)`.
+    """
+
+    def __init__(self, output_shape, filters=(64, 32), kernel_size=3, hidden=(),
+                 activation="relu", likelihood="bernoulli", **kwargs):
+        super().__init__(output_shape, likelihood=likelihood, **kwargs)
+        if len(self.event_shape) != 3:
+            raise ValueError(
+                "ConvDecoder needs an image output_shape (H, W, C); use MLPDecoder "
+                f"for vectors. Received: output_shape={self.event_shape}"
+            )
+        self.filters, self.kernel_size, self.activation = _conv_args(
+            filters, kernel_size, activation)
+        self.hidden = _hidden("hidden", hidden) if hidden else ()
+
+    def _build_body(self, latent_dim):
+        height, width, channels = self.event_shape
+        n = len(self.filters)
+        self._base = (math.ceil(height / 2 ** n), math.ceil(width / 2 ** n), self.filters[0])
+        self.dense_layers = []
+        size = latent_dim
+        for i, units in enumerate(self.hidden + (int(np.prod(self._base)),)):
+            layer = keras.layers.Dense(units, activation=self.activation,
+                                       name=f"dense_{i}", dtype=self.dtype_policy)
+            layer.build((None, size))
+            self.dense_layers.append(layer)
+            size = units
+        shape = (None,) + self._base
+        self.deconv_layers = []
+        for i, f in enumerate(self.filters):
+            layer = keras.layers.Conv2DTranspose(
+                f, self.kernel_size, strides=2, padding="same",
+                activation=self.activation, name=f"deconv_{i}", dtype=self.dtype_policy)
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+            self.deconv_layers.append(layer)
+        self.params_layer = keras.layers.Conv2D(
+            channels * self.head.num_params, self.kernel_size, padding="same",
+            name="params", dtype=self.dtype_policy)
+        self.params_layer.build((None, height, width, shape[-1]))
+
+    def _body(self, z, training):
+        h = z
+        for layer in self.dense_layers:
+            h = layer(h)
+        h = tf.reshape(h, (-1,) + self._base)
+        for layer in self.deconv_layers:
+            h = layer(h)
+        height, width, _ = self.event_shape
+        h = self.params_layer(h[:, :height, :width, :])
+        return tf.reshape(h, [-1, self.head.params_size()])
+
+    def get_config(self):
+        return {**super().get_config(), "filters": list(self.filters),
+                "kernel_size": self.kernel_size, "hidden": list(self.hidden),
+                "activation": self.activation}

@@ -1,0 +1,186 @@
+"""Objectives: pure functions of distributions, in nats.
+
+Everything here takes a posterior `q(z|x)` (batch shape `[B]`, event `[d]`), a
+prior `p(z)` (batchless, event `[d]`), a `likelihood_fn` mapping latents of shape
+`[L, B, d]` to `p(x|z)` (batch shape `[L, B]`, event = data shape) and the data
+`x` of shape `[B] + event_shape`. Per-example values are summed over data and
+latent dimensions; the scalar `loss` is their mean over the batch.
+
+#### Mathematical details
+
+```none
+ELBO(x)  = E_q[log p(x|z)] - KL(q(z|x) || p(z))                 <= log p(x)
+SGVB     : E_q[log p(x|z)] ~ 1/L sum_l log p(x|z_l),  z_l = mu + sigma * eps_l
+KL (analytic, diagonal Gaussians vs N(0, I)):
+           1/2 sum_d (mu_d^2 + sigma_d^2 - 1 - log sigma_d^2)
+KL (Monte Carlo): 1/L sum_l [log q(z_l|x) - log p(z_l)]
+IWAE_K(x) = log 1/K sum_k w_k,  w_k = p(x|z_k) p(z_k) / q(z_k|x)   (ELBO = IWAE_1 <= IWAE_K <= log p(x))
+free bits (Kingma et al., 2016): KL term = sum_d max(E_batch KL_d, lambda)
+```
+"""
+
+import math
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from keras_vae.distributions import reparameterized_sample
+
+tfd = tfp.distributions
+
+__all__ = [
+    "kl_divergence",
+    "kl_per_dimension",
+    "log_importance_weights",
+    "iwae_bound",
+    "elbo",
+    "iwae",
+    "bits_per_dim",
+    "OBJECTIVES",
+]
+
+OBJECTIVES = ("elbo", "iwae")
+
+
+def _analytic_kl(posterior, prior):
+    """KL(q || p) in closed form, or None when TFP has no registered formula."""
+    try:
+        return tfd.kl_divergence(posterior, prior)
+    except NotImplementedError:
+        pass
+    # N(0, I) given as Independent(Normal) pairs with full-covariance posteriors
+    # only as a MultivariateNormalDiag.
+    if isinstance(prior, tfd.Independent) and isinstance(prior.distribution, tfd.Normal):
+        base = prior.distribution
+        as_mvn = tfd.MultivariateNormalDiag(
+            base.loc * tf.ones_like(base.scale), base.scale * tf.ones_like(base.loc)
+        )
+        try:
+            return tfd.kl_divergence(posterior, as_mvn)
+        except NotImplementedError:
+            return None
+    return None
+
+
+def kl_divergence(posterior, prior, z=None, analytic=True):
+    """Per-example KL(q(z|x) || p(z)), shape `[B]`, in nats.
+
+    Args:
+      posterior: `q(z|x)`, batch shape `[B]`, event shape `[d]`.
+      prior: `p(z)`, event shape `[d]`.
+      z: samples from the posterior, shape `[L, B, d]`; needed for the Monte
+        Carlo estimate.
+      analytic: use the closed form when TFP knows one (falls back to Monte
+        Carlo otherwise, e.g. for a mixture prior).
+
+    Raises:
+      ValueError: if a Monte Carlo estimate is needed and `z` is None.
+    """
+    if analytic:
+        kl = _analytic_kl(posterior, prior)
+        if kl is not None:
+            return kl
+    if z is None:
+        raise ValueError(
+            "A Monte Carlo KL estimate needs posterior samples. Received: z=None"
+        )
+    return tf.reduce_mean(posterior.log_prob(z) - prior.log_prob(z), axis=0)
+
+
+def kl_per_dimension(posterior, prior):
+    """KL per latent dimension, shape `[B, d]`, when both are diagonal Gaussians; else None."""
+    def diag_normal(dist):
+        if isinstance(dist, tfd.Independent) and isinstance(dist.distribution, tfd.Normal):
+            return dist.distribution
+        return None
+
+    q, p = diag_normal(posterior), diag_normal(prior)
+    if q is None or p is None:
+        return None
+    return tfd.kl_divergence(q, p)
+
+
+def log_importance_weights(x, posterior, likelihood_fn, prior, z, beta=1.0):
+    """`log w = log p(x|z) + beta * (log p(z) - log q(z|x))`, shape `[K, B]`.
+
+    Also returns `log p(x|z)` (shape `[K, B]`) so callers can report the
+    reconstruction term without decoding twice.
+    """
+    log_px_z = likelihood_fn(z).log_prob(x)
+    log_w = log_px_z + beta * (prior.log_prob(z) - posterior.log_prob(z))
+    return log_w, log_px_z
+
+
+def iwae_bound(log_w):
+    """`log 1/K sum_k exp(log_w_k)` over axis 0: `[K, B] -> [B]`, numerically stable."""
+    k = tf.cast(tf.shape(log_w)[0], log_w.dtype)
+    return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(k)
+
+
+def _kl_for_loss(posterior, prior, kl, free_bits):
+    """Batch-mean KL term entering the loss, with free bits when asked."""
+    if not free_bits:
+        return tf.reduce_mean(kl)
+    per_dim = kl_per_dimension(posterior, prior)
+    if per_dim is not None:
+        return tf.reduce_sum(tf.maximum(tf.reduce_mean(per_dim, axis=0), free_bits))
+    latent_dim = posterior.event_shape[-1]
+    return tf.maximum(tf.reduce_mean(kl), free_bits * latent_dim)
+
+
+def elbo(x, posterior, likelihood_fn, prior, *, seed, num_samples=1,
+         analytic_kl=True, beta=1.0, free_bits=0.0):
+    """The (beta-weighted) ELBO estimated with `num_samples` reparameterized draws.
+
+    Args:
+      x: data, `[B] + event_shape`, float32.
+      posterior, likelihood_fn, prior: see the module docstring.
+      seed: stateless seed, int32 `[2]`.
+      num_samples: L, the number of Monte Carlo samples per example (SGVB).
+      analytic_kl: closed-form KL when available, else Monte Carlo.
+      beta: weight of the KL term in the loss (scalar, may be a variable).
+      free_bits: lambda in nats per latent dimension (0 disables).
+
+    Returns:
+      dict with per-example tensors `[B]`: `elbo` (nats, <= log p(x)),
+      `reconstruction` (E_q[-log p(x|z)]), `kl`; and the scalar `loss`
+      = mean(reconstruction) + beta * KL term.
+    """
+    z = reparameterized_sample(posterior, num_samples, seed)
+    log_px_z = likelihood_fn(z).log_prob(x)            # [L, B]
+    reconstruction = -tf.reduce_mean(log_px_z, axis=0)  # [B]
+    kl = kl_divergence(posterior, prior, z=z, analytic=analytic_kl)
+    loss = tf.reduce_mean(reconstruction) + beta * _kl_for_loss(
+        posterior, prior, kl, free_bits
+    )
+    return {"loss": loss, "elbo": -(reconstruction + kl),
+            "reconstruction": reconstruction, "kl": kl}
+
+
+def iwae(x, posterior, likelihood_fn, prior, *, seed, num_samples=5,
+         analytic_kl=True, beta=1.0, free_bits=0.0):
+    """The importance-weighted bound (Burda et al., 2016) with K = `num_samples`.
+
+    Returns the same keys as `elbo`; `loss` = -mean(IWAE_K), and `iwae` holds
+    the per-example bound. The reported `elbo`, `reconstruction` and `kl` are
+    estimated from the same K samples (analytic KL when available). `beta`
+    weights `log p(z) - log q(z|x)` inside the weights (1 = the IWAE bound);
+    `free_bits` does not apply to this objective and must be 0.
+    """
+    if free_bits:
+        raise ValueError(
+            "free_bits applies to the 'elbo' objective only. "
+            f"Received: objective='iwae', free_bits={free_bits!r}"
+        )
+    z = reparameterized_sample(posterior, num_samples, seed)
+    log_w, log_px_z = log_importance_weights(x, posterior, likelihood_fn, prior, z, beta)
+    bound = iwae_bound(log_w)
+    reconstruction = -tf.reduce_mean(log_px_z, axis=0)
+    kl = kl_divergence(posterior, prior, z=z, analytic=analytic_kl)
+    return {"loss": -tf.reduce_mean(bound), "elbo": -(reconstruction + kl),
+            "reconstruction": reconstruction, "kl": kl, "iwae": bound}
+
+
+def bits_per_dim(nats, num_dims):
+    """Converts nats per example into bits per data dimension."""
+    return nats / (num_dims * math.log(2.0))

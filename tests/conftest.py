@@ -1,0 +1,36 @@
+"""Shared fixtures: small embedded data and tiny models, all seeded."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """sklearn's embedded 8x8 digits in [0, 1], shape (1797, 8, 8, 1), with labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images[..., None] / 16.0).astype("float32")
+    return x, d.target.astype("int64")
+
+
+@pytest.fixture
+def small_vae():
+    """Factory for a tiny MLP VAE on 8x8x1 data."""
+    import keras
+    import keras_vae as kv
+
+    def make(latent_dim=4, likelihood="bernoulli", compile=True, **kwargs):
+        keras.utils.set_random_seed(0)
+        enc = kv.MLPEncoder(latent_dim=latent_dim, hidden=(32,))
+        dec = kv.MLPDecoder(output_shape=(8, 8, 1), hidden=(32,), likelihood=likelihood)
+        vae = kv.VAE(enc, dec, **kwargs)
+        if compile:
+            vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        return vae
+
+    return make
