@@ -22,7 +22,7 @@ from keras_vae import data  # noqa: E402
 from keras_vae import distributions  # noqa: E402
 from keras_vae import objectives  # noqa: E402
 from keras_vae import priors  # noqa: E402
-from keras_vae.callbacks import KLWarmup  # noqa: E402
+from keras_vae.callbacks import EpochCounter, KLWarmup  # noqa: E402
 from keras_vae.distributions import (  # noqa: E402
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
@@ -52,6 +52,7 @@ __all__ = [
     "StandardNormalPrior",
     "MixturePrior",
     "KLWarmup",
+    "EpochCounter",
     "data",
     "distributions",
     "objectives",

@@ -4,7 +4,7 @@ import keras
 
 from keras_vae.distributions import _positive_float, _positive_int
 
-__all__ = ["KLWarmup"]
+__all__ = ["KLWarmup", "EpochCounter", "ImageSummaries", "tensorboard_callbacks"]
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -72,3 +72,68 @@ class KLWarmup(keras.callbacks.Callback):
     def get_config(self):
         return {"steps": self.steps, "schedule": self.schedule, "target": self.target,
                 "start": self.start, "ratio": self.ratio}
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """Writes reconstructions (and prior samples, for generative models) to TensorBoard
+    as image summaries at the end of every epoch.
+
+    Args:
+      log_dir: TensorBoard log folder (the callback writes to `log_dir/images`).
+      x: a few examples `[n, H, W, C]` (images only; other shapes are skipped).
+      seed: seed of the prior samples, fixed so epochs are comparable.
+    """
+
+    def __init__(self, log_dir, x, seed=0):
+        super().__init__()
+        import tensorflow as tf
+
+        self._tf = tf
+        self.x = x[:8]
+        self.seed = seed
+        self.writer = tf.summary.create_file_writer(f"{log_dir}/images")
+
+    def on_epoch_end(self, epoch, logs=None):
+        tf = self._tf
+        if self.x.ndim != 4:
+            return
+        with self.writer.as_default(step=epoch):
+            tf.summary.image("reconstructions", self.model.reconstruct(self.x), max_outputs=8)
+            if getattr(self.model, "prior", None) is not None:
+                tf.summary.image("samples", self.model.sample(8, seed=self.seed), max_outputs=8)
+        self.writer.flush()
+
+
+def tensorboard_callbacks(log_dir, x):
+    """`keras.callbacks.TensorBoard` (scalars) plus `ImageSummaries`.
+
+    Raises:
+      ImportError: if the `tensorboard` package is missing (`pip install keras-vae[tensorboard]`).
+    """
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ImportError("TensorBoard logging needs the tensorboard package: "
+                          "pip install 'keras-vae[tensorboard]'") from None
+    return [keras.callbacks.TensorBoard(log_dir=log_dir), ImageSummaries(log_dir, x)]
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Keeps `variable` (int64 scalar) equal to the current epoch for `make_dataset(epoch=...)`.
+
+    Together they make shuffling and dynamic binarization a function of the
+    epoch number, so a run resumed by `keras.callbacks.BackupAndRestore` (which
+    restarts at the saved epoch) reproduces an uninterrupted run exactly.
+
+    Example:
+      >>> epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+      >>> ds = kv.data.make_dataset(x, batch_size=128, epoch=epoch)
+      >>> model.fit(ds, epochs=10, callbacks=[EpochCounter(epoch), BackupAndRestore(d)])
+    """
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)

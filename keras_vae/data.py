@@ -161,7 +161,7 @@ def binarize_static(x, seed=0):
 
 
 def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=None,
-                 drop_remainder=False, repeat=False, prefetch=True):
+                 drop_remainder=False, repeat=False, prefetch=True, epoch=None):
     """Builds a seeded `tf.data.Dataset` of float32 batches.
 
     Shuffling and dynamic binarization change every time the dataset is
@@ -188,6 +188,12 @@ def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=No
         drop_remainder: drop the last partial batch (static shape for XLA).
         repeat: repeat forever (one infinite iteration).
         prefetch: append `prefetch(tf.data.AUTOTUNE)`.
+        epoch: optional int64 `tf.Variable` holding the current epoch (set by
+            `keras_vae.callbacks.EpochCounter`). When given, the shuffle order
+            and the binarization of an epoch are functions of `(seed, epoch,
+            batch)` read when the epoch starts, not of how often this dataset
+            object was iterated: a run resumed by `BackupAndRestore` sees
+            exactly the batches of an uninterrupted run. Not with `repeat`.
 
     Returns:
         `tf.data.Dataset` of `x` batches `(batch, ...)` float32, or `(x, y)`.
@@ -241,6 +247,15 @@ def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=No
             xb = tf.cast(u < xb, tf.float32)
         return xb if y_t is None else (xb, tf.gather(y_t, index))
 
+    if epoch is not None:
+        if repeat:
+            raise ValueError("`epoch` keys one pass per epoch; it does not combine with "
+                             "repeat=True. Received: repeat=True")
+        ds = tf.data.Dataset.range(1).flat_map(
+            lambda _: _epoch_pass(n, epoch, seed, shuffle, batch_size, drop_remainder,
+                                  binarize == "dynamic"))
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
     ds = tf.data.Dataset.range(n)
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
@@ -252,6 +267,21 @@ def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=No
         ds = tf.data.Dataset.zip((ds, keys))
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+
+
+def _epoch_pass(n, epoch, seed, shuffle, batch_size, drop_remainder, keyed):
+    """One epoch of index batches (and binarization keys), keyed by the epoch variable."""
+    e = tf.cast(epoch.read_value(), tf.int64)
+    seed = tf.constant(seed, tf.int64)
+    index = tf.range(n, dtype=tf.int64)
+    if shuffle:
+        u = tf.random.stateless_uniform([n], seed=tf.stack([seed, e]), alg="philox")
+        index = tf.gather(index, tf.argsort(u))
+    ds = tf.data.Dataset.from_tensor_slices(index).batch(batch_size, drop_remainder)
+    if keyed:  # key of batch b in epoch e: distinct across epochs and batches
+        keys = tf.data.Dataset.range(2 ** 31).map(lambda b: (e + 1) * 1_000_003 + b)
+        ds = tf.data.Dataset.zip((ds, keys))
+    return ds
 
 
 def _check_binarize(binarize):

@@ -483,3 +483,35 @@ def test_make_dataset_rejects_empty_x():
 def test_make_dataset_dynamic_rejects_values_outside_unit_interval():
     with pytest.raises(ValueError, match="max=3.0"):
         data.make_dataset(np.full((4, 2), 3.0), binarize="dynamic")
+
+
+def _batches(ds):
+    return [b.numpy() for b in ds]
+
+
+def test_make_dataset_keyed_by_epoch_variable_repeats_an_epoch_exactly():
+    x = np.random.default_rng(0).uniform(size=(50, 4)).astype("float32")
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    ds = data.make_dataset(x, batch_size=16, seed=3, binarize="dynamic", epoch=epoch)
+    first = _batches(ds)
+    epoch.assign(1)
+    second = _batches(ds)
+    epoch.assign(0)
+    again = _batches(data.make_dataset(x, batch_size=16, seed=3, binarize="dynamic", epoch=epoch))
+    assert len(first) == 4 and set(np.unique(np.concatenate(first))) <= {0.0, 1.0}
+    assert not all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
+def test_make_dataset_keyed_by_epoch_visits_every_example_once():
+    x = np.arange(37, dtype="float32")[:, None]
+    epoch = tf.Variable(5, dtype=tf.int64, trainable=False)
+    seen = np.concatenate(_batches(data.make_dataset(x, batch_size=8, seed=1, epoch=epoch)))
+    assert sorted(seen[:, 0].tolist()) == list(range(37))
+    assert seen[:, 0].tolist() != list(range(37))  # shuffled
+
+
+def test_make_dataset_epoch_rejects_repeat():
+    epoch = tf.Variable(0, dtype=tf.int64)
+    with pytest.raises(ValueError, match="repeat=True"):
+        data.make_dataset(np.zeros((4, 2), "float32"), epoch=epoch, repeat=True)
