@@ -1,10 +1,13 @@
-"""Callbacks: KL warm-up (linear and cyclical annealing of `model.beta`)."""
+"""Callbacks: KL warm-up, epoch-keyed data, divergence guard, TensorBoard images."""
+
+import math
 
 import keras
 
 from keras_vae.distributions import _positive_float, _positive_int
 
-__all__ = ["KLWarmup", "EpochCounter", "ImageSummaries", "tensorboard_callbacks"]
+__all__ = ["KLWarmup", "EpochCounter", "StopOnNaN", "TrainingDivergedError", "ImageSummaries",
+           "tensorboard_callbacks"]
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -137,3 +140,36 @@ class EpochCounter(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.variable.assign(epoch)
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a non-finite loss; the message names where and the likely cause."""
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Raises `TrainingDivergedError` at the first batch whose loss is NaN or Inf.
+
+    Unlike `keras.callbacks.TerminateOnNaN` it raises rather than stopping
+    quietly, so `fit` ends without `on_train_end` and a `BackupAndRestore`
+    folder keeps the last good epoch; the message names the epoch and batch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        loss = float(loss)
+        if not math.isfinite(loss):
+            lr = getattr(self.model.optimizer, "learning_rate", None)
+            lr = f"{float(lr):g}" if lr is not None else "?"
+            raise TrainingDivergedError(
+                f"Training diverged: loss={loss} at epoch {self._epoch + 1}, batch "
+                f"{batch + 1}. Likely causes: a learning rate too high (now {lr}) or "
+                "unscaled data (pixels should lie in [0, 1]).")
