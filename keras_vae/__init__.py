@@ -4,11 +4,51 @@ Encoders and decoders are Keras layers returning TFP distributions; `VAE` is a
 `keras.Model` trained with `fit`; see README.md for a tour.
 """
 
+import contextlib as _contextlib
 import os as _os
+import re as _re
+import sys as _sys
+import tempfile as _tempfile
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras as _keras  # noqa: E402
+# TensorFlow's C++ start-up writes these to stderr before its logging is set up
+# (so TF_CPP_MIN_LOG_LEVEL cannot hide them); on a CPU machine they only alarm.
+_STARTUP_NOISE = _re.compile(
+    r"All log messages before absl::InitializeLog|cudart_stub\.cc.*Could not find cuda"
+    r"|This TensorFlow binary is optimized|To enable the following instructions"
+    r"|rebuild TensorFlow with the appropriate compiler flags"
+    r"|cuda_platform\.cc.*failed call to cuInit")
+
+
+@_contextlib.contextmanager
+def _filtered_native_stderr():
+    """Captures file descriptor 2 and replays it without the start-up noise above."""
+    try:
+        _sys.stderr.flush()
+        saved = _os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters)
+        yield
+        return
+    with _tempfile.TemporaryFile() as captured:
+        _os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            _os.dup2(saved, 2)
+            _os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not _STARTUP_NOISE.search(line))
+            if kept:
+                _sys.stderr.write(kept)
+
+
+with _filtered_native_stderr():
+    import keras as _keras  # noqa: E402
+    import tensorflow as _tf  # noqa: E402
+
+    _tf.config.list_physical_devices()  # device discovery: where the CUDA probe speaks
 
 if _keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -34,6 +74,9 @@ from keras_vae.distributions import (  # noqa: E402
 from keras_vae.model import VAE  # noqa: E402
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder  # noqa: E402
 from keras_vae.priors import MixturePrior, StandardNormalPrior  # noqa: E402
+from keras_vae import applications, evaluation, visualization  # noqa: E402
+from keras_vae.applications import anomaly_scores, impute  # noqa: E402
+from keras_vae.evaluation import embed, log_likelihood  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -57,5 +100,12 @@ __all__ = [
     "distributions",
     "objectives",
     "priors",
+    "evaluation",
+    "applications",
+    "visualization",
+    "log_likelihood",
+    "embed",
+    "anomaly_scores",
+    "impute",
     "__version__",
 ]
