@@ -74,9 +74,10 @@ from keras_vae.distributions import (  # noqa: E402
 from keras_vae.model import VAE  # noqa: E402
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder  # noqa: E402
 from keras_vae.priors import MixturePrior, StandardNormalPrior  # noqa: E402
-from keras_vae import applications, evaluation, visualization  # noqa: E402
+from keras_vae import applications, evaluation, latent, visualization  # noqa: E402
 from keras_vae.applications import anomaly_scores, impute  # noqa: E402
-from keras_vae.evaluation import embed, log_likelihood  # noqa: E402
+from keras_vae.evaluation import log_likelihood  # noqa: E402
+from keras_vae.latent import embed  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -101,6 +102,7 @@ __all__ = [
     "objectives",
     "priors",
     "evaluation",
+    "latent",
     "applications",
     "visualization",
     "log_likelihood",
