@@ -184,9 +184,10 @@ def main(argv=None):
     except TrainingDivergedError as e:
         if args.debug:
             raise
-        print(f"keras-vae {args.command}: error: {e} The last good epoch is kept in "
-              f"{os.path.join(args.run_dir, 'backup')} (continue with --resume).",
-              file=sys.stderr)
+        backup = os.path.join(args.run_dir, "backup")
+        kept = (f" The last good epoch is kept in {backup} (continue with --resume)."
+                if os.path.isdir(backup) else " No epoch had finished; nothing was kept.")
+        print(f"keras-vae {args.command}: error: {e}{kept}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"keras-vae {args.command}: interrupted", file=sys.stderr)

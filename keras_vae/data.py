@@ -254,6 +254,8 @@ def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=No
         ds = tf.data.Dataset.range(1).flat_map(
             lambda _: _epoch_pass(n, epoch, seed, shuffle, batch_size, drop_remainder,
                                   binarize == "dynamic"))
+        batches = n // batch_size if drop_remainder else -(-n // batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(batches))  # Keras sees the length
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
     ds = tf.data.Dataset.range(n)

@@ -300,7 +300,7 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1):
             autoencoders.pretrain_layerwise(model, x_train, epochs=config["epochs"],
                                             batch_size=config["batch_size"], verbose=verbose)
         model.fit(train_ds, epochs=config["epochs"], validation_data=(x_test,),
-                  callbacks=callbacks, verbose=verbose)
+                  callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles
         history = _history_from_rows(log.rows)
         save_model(model, os.path.join(run_dir, "model.keras"))
         _write_history(run_dir, history)

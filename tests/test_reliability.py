@@ -1,0 +1,156 @@
+"""Crash safety: SIGKILL mid-epoch then --resume lands on the uninterrupted weights bit for
+bit; a kill during a save leaves the earlier model loadable; divergence stops cleanly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vae as kv
+from keras_vae import cli, runs
+from keras_vae.callbacks import StopOnNaN, TrainingDivergedError
+
+TRAIN = ["--quiet", "train", "--epochs", "4", "--hidden", "32", "--batch-size", "8",
+         "--binarize", "dynamic", "--warmup-steps", "300", "--eval-samples", "5",
+         "--no-plots", "--no-export"]
+
+
+def _train_cmd(run_dir, *extra):
+    args = TRAIN[:2] + [run_dir] + TRAIN[2:] + list(extra)
+    return [sys.executable, "-m", "keras_vae", *args]
+
+
+def _rows(path):
+    try:
+        with open(path) as f:
+            return len(json.load(f))
+    except (OSError, ValueError):
+        return 0
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
+    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    reference = subprocess.Popen(_train_cmd(full), env=env, stderr=subprocess.PIPE)
+    victim = subprocess.Popen(_train_cmd(killed), env=env, stderr=subprocess.PIPE)
+    partial = os.path.join(killed, "history.partial.json")
+    deadline = time.time() + 240
+    while _rows(partial) < 2 and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.15)  # into the third epoch
+    assert victim.poll() is None, "training ended before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    with open(os.path.join(killed, "status.json")) as f:
+        assert json.load(f)["status"] == "running"  # the kill left no chance to say otherwise
+    assert os.path.isdir(os.path.join(killed, "backup"))
+    assert not os.path.exists(os.path.join(killed, "model.keras"))
+
+    resumed = subprocess.run(_train_cmd(killed, "--resume"), env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+
+    a = keras.models.load_model(os.path.join(full, "model.keras"))
+    b = keras.models.load_model(os.path.join(killed, "model.keras"))
+    for wa, wb in zip(a.weights + a.optimizer.variables, b.weights + b.optimizer.variables):
+        np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+    with open(os.path.join(full, "history.json")) as f, \
+            open(os.path.join(killed, "history.json")) as g:
+        ha, hb = json.load(f), json.load(g)
+    assert len(hb["loss"]) == 4 and ha["loss"] == hb["loss"]
+
+
+SAVE_LOOP = textwrap.dedent("""
+    import sys, keras_vae as kv
+    from keras_vae import runs
+    path, ready = sys.argv[1], sys.argv[2]
+    big = kv.VAE(kv.MLPEncoder(2, hidden=(1500, 1500)), kv.MLPDecoder((28, 28, 1), hidden=(1500,)))
+    open(ready, "w").close()
+    while True:
+        runs.save_model(big, path)
+""")
+
+
+def test_kill_during_save_leaves_the_earlier_model_loadable(tmp_path):
+    path, ready = str(tmp_path / "model.keras"), str(tmp_path / "ready")
+    small = kv.VAE(kv.MLPEncoder(2, hidden=(8,)), kv.MLPDecoder((28, 28, 1), hidden=(8,)))
+    runs.save_model(small, path)
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, path, ready],
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(ready) and time.time() < deadline:
+            time.sleep(0.05)
+        # Each save of ~40 MB takes a while: kill at several points inside the loop.
+        time.sleep(1.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    model = keras.models.load_model(path)  # the earlier or a complete later model
+    assert isinstance(model, kv.VAE)
+    leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+    assert len(leftovers) <= 1  # at most the interrupted temporary file, never the model
+
+
+def test_stop_on_nan_names_epoch_and_batch(digits):
+    x, _ = digits
+    vae = kv.VAE(kv.MLPEncoder(2, hidden=(8,)), kv.MLPDecoder((8, 8, 1), hidden=(8,)))
+    vae.compile(optimizer="adam")
+
+    def poison(batch, logs):
+        if batch == 2:
+            vae.decoder.params_layer.bias.assign(np.full((64,), np.nan, "float32"))
+
+    cb = keras.callbacks.LambdaCallback(on_train_batch_end=poison)
+    with pytest.raises(TrainingDivergedError, match="epoch 1, batch 4"):
+        vae.fit(x[:512], epochs=2, batch_size=64, callbacks=[cb, StopOnNaN()], verbose=0)
+
+
+def test_diverging_cli_run_exits_1_and_records_the_failure(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    code = cli.main(["--quiet", "train", run, "--learning-rate", "1e5", "--likelihood",
+                     "gaussian_learned", "--epochs", "3", "--no-plots", "--no-export"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged" in err[0] and "epoch 1" in err[0]
+    with open(os.path.join(run, "status.json")) as f:
+        status = json.load(f)
+    assert status["status"] == "failed" and "learning rate" in status["reason"]
+    assert not os.path.exists(os.path.join(run, "model.keras"))
+
+
+def test_atomic_write_leaves_old_content_on_failure(tmp_path):
+    path = str(tmp_path / "f.json")
+    runs.atomic_write(path, "old")
+
+    class Boom(str):
+        def encode(self, *args):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        runs.atomic_write(path, Boom("new"))
+    assert open(path).read() == "old"
+    assert os.listdir(tmp_path) == ["f.json"]
+
+
+def test_epoch_counter_advances_the_data_key_every_epoch(digits):
+    import tensorflow as tf
+
+    x, _ = digits
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: seen.append(int(epoch.numpy())))
+    vae = kv.VAE(kv.MLPEncoder(2, hidden=(8,)), kv.MLPDecoder((8, 8, 1), hidden=(8,)))
+    vae.compile(optimizer="adam")
+    vae.fit(kv.data.make_dataset(x[:64], batch_size=32, epoch=epoch), epochs=3, verbose=0,
+            callbacks=[kv.EpochCounter(epoch), record])
+    assert seen == [0, 1, 2]
