@@ -428,7 +428,8 @@ def _read_image_folder(path):
                 array = np.asarray(image.convert(mode))
                 size = f"{image.size[0]}x{image.size[1]} {mode}"
         except (OSError, ValueError) as e:
-            raise ValueError(f"Could not read image {f}: {e}") from e
+            raise ValueError(f"Expected a readable PNG/JPEG/BMP/GIF image ({e}). "
+                             f"Received: file={f!r}") from e
         if first is None:
             first = (f, size, array.shape)
         elif array.shape != first[2]:
@@ -447,7 +448,7 @@ def _read_idx(path):
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"Could not read IDX file {path}: {e}") from e
+        raise ValueError(f"Could not read the IDX file ({e}). Received: path={path!r}") from e
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise ValueError(f"{path} is not an IDX file: magic number {raw[:4].hex() or 'missing'}, "
                          "expected 0000 then a type code (08, 09, 0b, 0c, 0d, 0e) and ndim >= 1")

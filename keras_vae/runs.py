@@ -221,22 +221,31 @@ def write_status(run_dir, status, **details):
 
 # -------------------------------------------------------------------- jobs
 
-def _prepare_run_dir(run_dir, overwrite, resume):
+def _check_run_dir(run_dir, overwrite, resume):
+    """Refuses an existing run without --overwrite/--resume; touches nothing."""
     if overwrite and resume:
         raise ValueError("Choose one of overwrite and resume. Received: overwrite=True, resume=True")
-    existing = os.path.isdir(run_dir) and any(
-        os.path.exists(os.path.join(run_dir, name)) for name in _RUN_FILES)
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ValueError(f"The run folder path is a file. Received: run_dir={run_dir!r}")
+    existing = os.path.isdir(run_dir) and any(
+        os.path.exists(os.path.join(run_dir, name)) for name in _RUN_FILES)
     if existing and not (overwrite or resume):
         raise FileExistsError(
             f"{run_dir!r} already holds a run; pass --overwrite to replace it or --resume "
             f"to continue it. Received: run_dir={run_dir!r}")
     if resume and not existing:
         raise FileNotFoundError(f"Nothing to resume in {run_dir!r}. Received: run_dir={run_dir!r}")
-    os.makedirs(run_dir, exist_ok=True)
-    if not os.access(run_dir, os.W_OK):
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    target = run_dir if os.path.isdir(run_dir) else parent
+    if not os.access(target, os.W_OK):
         raise PermissionError(f"The run folder is not writable. Received: run_dir={run_dir!r}")
+
+
+def _create_run_dir(run_dir, overwrite):
+    """Creates the folder; with `overwrite`, removes the previous run's files first."""
+    os.makedirs(run_dir, exist_ok=True)
     if overwrite:
         for name in _RUN_FILES:
             path = os.path.join(run_dir, name)
@@ -268,14 +277,18 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1):
     from keras_vae import data as data_lib
     from keras_vae.callbacks import EpochCounter, KLWarmup, StopOnNaN
 
-    _prepare_run_dir(run_dir, overwrite, resume)
+    _check_run_dir(run_dir, overwrite, resume)
     config_path = os.path.join(run_dir, "config.json")
     if resume:
         config = resolve_config(config_file=config_path)
     else:
         config = resolve_config(config)
+    # Everything that can refuse the job runs before the folder is created or cleared.
     (x_train, y_train), (x_test, y_test) = _load_data(config)
     model = build_model(config, x_train.shape[1:])
+    model._check(x_train, "training data")
+    model._check(x_test, "test data")
+    _create_run_dir(run_dir, overwrite)
     if not resume:
         _write_json(config_path, config)
     write_status(run_dir, "running", epochs=config["epochs"])
