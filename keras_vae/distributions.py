@@ -8,7 +8,8 @@ for Keras 3 because `tfp.layers` does not work with it:
 - `head(params)` maps `params` of shape `batch_shape + [params_size]` to a
   `tfd.Distribution` with that `batch_shape` and the head's `event_shape`.
 
-Posterior heads (`q(z|x)`) have event shape `[latent_dim]`; likelihood heads
+Posterior heads (`q(z|x)`) have event shape `[latent_dim]` (`PointMassPosterior`
+is the deterministic encoder of a plain autoencoder); likelihood heads
 (`p(x|z)`) have the data's event shape, e.g. `[28, 28, 1]`.
 
 Distribution parameters are always float32: heads are float32 layers and cast
@@ -33,6 +34,7 @@ tfb = tfp.bijectors
 __all__ = [
     "DiagonalGaussianPosterior",
     "FullCovariancePosterior",
+    "PointMassPosterior",
     "BernoulliLikelihood",
     "GaussianLikelihood",
     "LearnedGaussianLikelihood",
@@ -73,7 +75,10 @@ def _event_shape(name, shape):
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
     try:
-        shape = tuple(int(d) for d in shape)
+        given = tuple(shape)
+        if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in given):
+            raise TypeError
+        shape = tuple(int(d) for d in given)
     except (TypeError, ValueError):
         raise TypeError(
             f"`{name}` must be a tuple of positive integers such as (28, 28, 1). "
@@ -117,6 +122,9 @@ def reparameterized_sample(distribution, num_samples, seed):
         shape = tf.concat([[num_samples], tf.shape(loc)], axis=0)
         eps = stateless_normal(shape, seed, loc.dtype)
         return loc + distribution.scale.matvec(eps)
+    if isinstance(distribution, tfd.VectorDeterministic):  # point mass: z = loc
+        loc = distribution.loc
+        return tf.broadcast_to(loc, tf.concat([[num_samples], tf.shape(loc)], axis=0))
     return distribution.sample(num_samples, seed=seed)
 
 
@@ -247,14 +255,54 @@ def _tril_identity_offset(d):
     return tfb.FillTriangular().inverse(diag)
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PointMassPosterior(_Head):
+    """Deterministic encoder: `q(z|x) = delta(z - f(x))`, the code of a plain autoencoder.
+
+    #### Mathematical details
+
+    ```none
+    params = [f(x)]                   # latent_dim numbers
+    q(z|x) = VectorDeterministic(f(x)),  mean = sample = f(x)
+    ```
+    A point mass has no density with respect to a Gaussian prior, so it has no
+    ELBO: `keras_vae.VAE` refuses it; `keras_vae.Autoencoder` uses it.
+
+    Args:
+      latent_dim: size of z.
+
+    Call arguments:
+      params: float tensor `batch_shape + [latent_dim]`.
+
+    Returns:
+      `tfd.VectorDeterministic`, batch shape `batch_shape`, event shape
+      `[latent_dim]`.
+    """
+
+    def __init__(self, latent_dim, **kwargs):
+        kwargs.pop("min_scale", None)  # accepted for a uniform get_posterior signature
+        super().__init__(**kwargs)
+        self.latent_dim = _positive_int("latent_dim", latent_dim)
+
+    def params_size(self):
+        return self.latent_dim
+
+    def call(self, params):
+        return tfd.VectorDeterministic(self._params(params))
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
 POSTERIORS = {
     "diagonal": DiagonalGaussianPosterior,
     "full": FullCovariancePosterior,
+    "point_mass": PointMassPosterior,
 }
 
 
 def get_posterior(identifier, latent_dim, **kwargs):
-    """Returns a posterior head from a name ("diagonal", "full") or a head."""
+    """Returns a posterior head from a name ("diagonal", "full", "point_mass") or a head."""
     if isinstance(identifier, _Head):
         return identifier
     if identifier not in POSTERIORS:

@@ -3,12 +3,16 @@
 The model wires an encoder (`x -> q(z|x)`), a decoder (`z -> p(x|z)`) and a
 prior; the arithmetic lives in `keras_vae.objectives`. Both steps call one
 function, `compute_terms`, so `fit` and `evaluate` report the same numbers.
+`BaseAutoencoder` holds what the VAE shares with the deterministic
+`keras_vae.Autoencoder` (steps, checks, metrics, seeds, saving) and the
+denoising option: `corrupt` draws the corrupted inputs the encoder sees.
 
 Noise is drawn from stateless seeds `(seed, f(optimizer.iterations, replica))`
 with the Philox generator: a run restored from a checkpoint (e.g. by
 `keras.callbacks.BackupAndRestore`) draws the same noise as an uninterrupted
 one, every replica of a `tf.distribute` strategy draws its own noise, and XLA
-compiles the draws to fast code on CPU.
+compiles the draws to fast code on CPU. Input corruption draws from the odd
+counters, sampling noise from the even ones.
 """
 
 import secrets
@@ -21,7 +25,7 @@ from keras_vae import distributions as dists
 from keras_vae import objectives
 from keras_vae import priors as priors_lib
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "BaseAutoencoder", "check_data", "corrupt", "CORRUPTIONS"]
 
 
 def _replica():
@@ -80,54 +84,99 @@ def check_data(x, data_shape, likelihood_head=None, name="x"):
         raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or Inf")
 
 
-@keras.saving.register_keras_serializable(package="keras_vae")
-class VAE(keras.Model):
-    """Variational autoencoder trained with `model.fit`.
+CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
+
+
+def _corruption_args(corruption, rate, stddev):
+    if corruption is not None and corruption not in CORRUPTIONS:
+        raise ValueError(
+            f"`corruption` must be None or one of {CORRUPTIONS}. "
+            f"Received: corruption={corruption!r}"
+        )
+    rate = dists._positive_float("corruption_rate", rate, allow_zero=True)
+    if rate > 1:
+        raise ValueError(
+            f"`corruption_rate` must lie in [0, 1]. Received: corruption_rate={rate!r}"
+        )
+    return corruption, rate, dists._positive_float("corruption_stddev", stddev)
+
+
+def corrupt(x, seed, kind, rate=0.25, stddev=0.1, support=None):
+    """Draws a corrupted copy `x~ ~ q(x~|x)` of a batch, as a denoising autoencoder sees it.
 
     #### Mathematical details
 
     ```none
-    loss = E_q(z|x)[-log p(x|z)] + beta * KL(q(z|x) || p(z))        objective="elbo"
-    loss = -log 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x)                objective="iwae"
-    z = mu(x) + sigma(x) * eps,  eps ~ N(0, I)                      (reparameterization)
+    gaussian:        x~ = clip(x + stddev * eps, low, high),   eps ~ N(0, I)
+    masking:         x~_i = 0 with probability rate, else x_i
+    salt_and_pepper: x~_i = high or low with probability rate / 2 each, else x_i
     ```
-    Values are summed over data and latent dimensions and averaged over the
-    batch, in nats. Logged metrics: `loss`, `elbo` (nats per example, higher is
-    better), `reconstruction` (E_q[-log p(x|z)]), `kl`, `beta` (and `iwae`).
+    `(low, high)` is `support` (e.g. [0, 1] for a Bernoulli likelihood); with
+    `support=None` the Gaussian noise is not clipped and salt-and-pepper uses
+    the batch's minimum and maximum (Vincent et al., 2010). Each element is
+    corrupted independently; the noise is Philox stateless, a function of `seed`.
 
     Args:
-      encoder: layer mapping `x [B] + data_shape` to `q(z|x)` with event shape
-        `[latent_dim]` (e.g. `MLPEncoder`, `ConvEncoder`).
-      decoder: layer mapping `z [..., latent_dim]` to `p(x|z)` with event shape
-        `data_shape` (e.g. `MLPDecoder`, `ConvDecoder`).
-      prior: None or "standard_normal" for N(0, I), "mixture" for a learnable
-        mixture of Gaussians, or a prior layer from `keras_vae.priors`.
-      beta: weight of the KL term (>= 0), held in the non-trainable variable
-        `model.beta` so callbacks such as `KLWarmup` can change it.
-      num_samples: L Monte Carlo samples per example (K for "iwae").
-      analytic_kl: closed-form KL where TFP has one; Monte Carlo otherwise.
-      objective: "elbo" or "iwae".
-      free_bits: nats per latent dimension below which KL is not penalised.
-      seed: integer base of the stateless noise seeds.
+      x: float tensor `[B] + data_shape`.
+      seed: stateless seed, int32 tensor of shape [2].
+      kind: "gaussian", "masking" or "salt_and_pepper".
+      rate: probability that an element is masked or salted, in [0, 1].
+      stddev: standard deviation of the Gaussian noise (> 0).
+      support: `(low, high)` of the data, or None for the real line.
 
-    Call arguments:
-      x: `[B] + data_shape`. Returns the mean of `p(x | z = E[q(z|x)])`, the
-        deterministic reconstruction used by `predict`.
+    Returns:
+      float32 tensor shaped like `x`.
 
     Raises:
-      TypeError / ValueError: for arguments of the wrong type or value, and
-        for data of the wrong shape, dtype or range (see `check_data`).
+      ValueError: for an unknown `kind` or a rate outside [0, 1].
 
     Example:
-      >>> enc = MLPEncoder(latent_dim=2, hidden=(64,))
-      >>> dec = MLPDecoder(output_shape=(8, 8, 1), hidden=(64,))
-      >>> vae = VAE(enc, dec)
-      >>> vae.compile(optimizer="adam")
-      >>> history = vae.fit(x_train, epochs=5, batch_size=64, validation_data=(x_test,))
+      >>> x_noisy = corrupt(x, tf.constant([0, 1]), "masking", rate=0.25)
+    """
+    if kind is None:
+        raise ValueError(f"`kind` must be one of {CORRUPTIONS}. Received: kind=None")
+    kind, rate, stddev = _corruption_args(kind, rate, stddev)
+    x = tf.cast(x, tf.float32)
+    seed = tf.cast(seed, tf.int32)
+    if kind == "gaussian":
+        noisy = x + stddev * dists.stateless_normal(tf.shape(x), seed)
+        return noisy if support is None else tf.clip_by_value(noisy, *support)
+    u = tf.random.stateless_uniform(tf.shape(x), seed=seed, alg="philox")
+    if kind == "masking":
+        return tf.where(u < rate, tf.zeros_like(x), x)
+    low, high = support if support is not None else (tf.reduce_min(x), tf.reduce_max(x))
+    salted = tf.where(u < rate / 2, high * tf.ones_like(x), low * tf.ones_like(x))
+    return tf.where(u < rate, salted, x)
+
+
+class BaseAutoencoder(keras.Model):
+    """Encoder-decoder model trained with `fit`: the machinery `VAE` and `Autoencoder` share.
+
+    Subclasses define `compute_terms(x, training, seed, num_samples)`, which
+    returns a dict with the scalar `loss` and per-example `[B]` terms named
+    like the metrics, and call `_finish_init(metric_names)` at the end of
+    their constructor. This class provides `train_step`/`test_step` (one
+    loss function for both), input checks, metrics, stateless step-derived
+    noise seeds, input corruption for denoising, `encode`/`decode`/
+    `reconstruct` and the `.keras` config of the encoder and decoder.
+
+    Args:
+      encoder: layer mapping `x [B] + data_shape` to `q(z|x)` (event `[latent_dim]`).
+      decoder: layer mapping `z [..., latent_dim]` to `p(x|z)` (event `data_shape`).
+        A decoder with a `tie(encoder)` method (e.g. `TiedMLPDecoder`) is tied
+        to the encoder when the model is built.
+      corruption: None, or "gaussian", "masking", "salt_and_pepper": the
+        encoder sees `corrupt(x)` during training while the likelihood scores
+        the clean `x` (denoising). Evaluation and prediction use clean inputs.
+      corruption_rate: probability per element for masking and salt-and-pepper.
+      corruption_stddev: standard deviation of Gaussian corruption.
+      seed: integer base of the stateless noise seeds.
     """
 
-    def __init__(self, encoder, decoder, prior=None, beta=1.0, num_samples=1,
-                 analytic_kl=True, objective="elbo", free_bits=0.0, seed=0, **kwargs):
+    _nested = ("encoder", "decoder")
+
+    def __init__(self, encoder, decoder, corruption=None, corruption_rate=0.25,
+                 corruption_stddev=0.1, seed=0, **kwargs):
         super().__init__(**kwargs)
         for name, layer, attr in (("encoder", encoder, "latent_dim"),
                                   ("decoder", decoder, "event_shape")):
@@ -143,59 +192,37 @@ class VAE(keras.Model):
                 f"encoder has latent_dim={latent_dim}. Received: decoder.latent_dim="
                 f"{decoder.latent_dim}"
             )
-        if objective not in objectives.OBJECTIVES:
-            raise ValueError(
-                f"`objective` must be one of {objectives.OBJECTIVES}. "
-                f"Received: objective={objective!r}"
-            )
         self.encoder = encoder
         self.decoder = decoder
-        self.prior = priors_lib.get_prior(prior, latent_dim)
         self.latent_dim = latent_dim
         self.data_shape = tuple(decoder.event_shape)
-        self.num_samples = dists._positive_int("num_samples", num_samples)
-        if not isinstance(analytic_kl, (bool, np.bool_)):
-            raise TypeError(f"`analytic_kl` must be a bool. Received: analytic_kl={analytic_kl!r}")
-        self.analytic_kl = bool(analytic_kl)
-        self.objective = objective
-        self.free_bits = dists._positive_float("free_bits", free_bits, allow_zero=True)
-        if objective == "iwae" and self.free_bits:
-            raise ValueError(
-                "free_bits applies to the 'elbo' objective only. "
-                f"Received: objective='iwae', free_bits={free_bits!r}"
-            )
+        self.corruption, self.corruption_rate, self.corruption_stddev = _corruption_args(
+            corruption, corruption_rate, corruption_stddev)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"`seed` must be an integer. Received: seed={seed!r}")
         self.seed = int(seed) % (2 ** 31 - 1)
-        self._initial_beta = dists._positive_float("beta", beta, allow_zero=True)
-        self.beta = self.add_weight(
-            name="beta", shape=(), dtype="float32", trainable=False,
-            initializer=keras.initializers.Constant(self._initial_beta),
-        )
-        names = ["loss", "elbo", "reconstruction", "kl", "beta"]
-        if objective == "iwae":
-            names.append("iwae")
-        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
-        self.build((None,) + self.data_shape)
 
-    # ------------------------------------------------------------------ build
+    def _finish_init(self, metric_names):
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in metric_names}
+        self.build((None,) + self.data_shape)
 
     def build(self, input_shape=None):
         if not self.encoder.built:
             self.encoder.build(input_shape or (None,) + self.data_shape)
+        if hasattr(self.decoder, "tie"):
+            self.decoder.tie(self.encoder)
         if not self.decoder.built:
             self.decoder.build((None, self.latent_dim))
-        if not self.prior.built:
-            self.prior.build()
         self.built = True
 
-    # ------------------------------------------------------------ the maths
+    # ------------------------------------------------------------ the steps
 
     def noise_seed(self, training):
         """Stateless seed (int32 [2]) for this step and replica.
 
         Training: `(seed, 2 * (iterations * replicas + replica))`, so a run
-        restored at step t draws what the uninterrupted run drew at step t.
+        restored at step t draws what the uninterrupted run drew at step t;
+        input corruption uses the odd counter just above it.
         Evaluation: `(seed, -1 - replica)`, the same on every call.
         """
         replica, replicas = _replica()
@@ -206,26 +233,22 @@ class VAE(keras.Model):
             counter = -1 - replica
         return tf.cast(tf.stack([tf.constant(self.seed, tf.int64), counter]), tf.int32)
 
-    def compute_terms(self, x, training=False, seed=None, num_samples=None):
-        """Runs the objective on a batch: dict of `loss` (scalar) and per-example
-        `elbo`, `reconstruction`, `kl` (and `iwae`), all float32 nats.
+    def encoder_input(self, x, training, seed):
+        """What the encoder sees: `x`, or a corrupted copy while training a denoising model.
 
         Args:
-          x: `[B] + data_shape` float tensor.
-          training: passed to the encoder and decoder layers.
-          seed: stateless seed int32 [2]; defaults to `noise_seed(training)`.
-          num_samples: overrides the model's `num_samples` for this call.
+          x: `[B] + data_shape` float32 tensor.
+          training: corruption applies only when True.
+          seed: the step's stateless seed; corruption draws from `seed + [0, 1]`.
         """
-        x = tf.cast(x, tf.float32)
-        if seed is None:
-            seed = self.noise_seed(training)
-        objective = objectives.elbo if self.objective == "elbo" else objectives.iwae
-        return objective(
-            x, self.encoder(x, training=training),
-            lambda z: self.decoder(z, training=training), self.prior.distribution(),
-            seed=seed, num_samples=num_samples or self.num_samples,
-            analytic_kl=self.analytic_kl, beta=self.beta, free_bits=self.free_bits,
-        )
+        if not training or self.corruption is None:
+            return x
+        seed = tf.cast(seed, tf.int32) + tf.constant([0, 1], tf.int32)
+        return corrupt(x, seed, self.corruption, self.corruption_rate,
+                       self.corruption_stddev, getattr(self.decoder.head, "support", None))
+
+    def compute_terms(self, x, training=False, seed=None, num_samples=None):
+        raise NotImplementedError
 
     def _data(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -249,14 +272,21 @@ class VAE(keras.Model):
         terms = self.compute_terms(self._data(data), training=False)
         return self._update_metrics(terms, terms["loss"])
 
+    def _scalar_metrics(self):
+        """Metrics that are model state rather than per-example terms (e.g. beta)."""
+        return {}
+
     def _update_metrics(self, terms, loss):
         # Weighted by batch size, like the per-example terms (and Keras's own loss).
-        batch = tf.cast(tf.shape(terms["elbo"])[0], tf.float32)
-        self._trackers["loss"].update_state(loss, sample_weight=batch)
-        self._trackers["beta"].update_state(self.beta)
-        for name in ("elbo", "reconstruction", "kl", "iwae"):
-            if name in self._trackers:
-                self._trackers[name].update_state(terms[name])
+        batch = tf.cast(tf.shape(terms["reconstruction"])[0], tf.float32)
+        scalars = self._scalar_metrics()
+        for name, tracker in self._trackers.items():
+            if name == "loss":
+                tracker.update_state(loss, sample_weight=batch)
+            elif name in scalars:
+                tracker.update_state(scalars[name])
+            else:
+                tracker.update_state(terms[name])
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     @property
@@ -303,6 +333,12 @@ class VAE(keras.Model):
 
     def decode(self, z):
         """`p(x|z)`: batch shape `z.shape[:-1]`, event shape `data_shape`."""
+        if not isinstance(z, tf.Tensor):
+            arr = np.asarray(z) if z is not None else np.asarray(None)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"Expected latents as real numbers of shape (..., "
+                                f"{self.latent_dim}). Received: z of dtype {arr.dtype}")
+            z = arr
         z = tf.convert_to_tensor(z, tf.float32)
         if z.shape.rank is None or z.shape.rank < 1 or z.shape[-1] != self.latent_dim:
             raise ValueError(
@@ -312,6 +348,151 @@ class VAE(keras.Model):
         if not bool(tf.reduce_all(tf.math.is_finite(z))):
             raise ValueError("Latents must be finite. Received: z with NaN or Inf")
         return self.decoder(z, training=False)
+
+    def reconstruct(self, x):
+        """Mean of `p(x | z = E[q(z|x)])`, shape `[B] + data_shape`."""
+        self._check(x)
+        return self(tf.cast(x, tf.float32), training=False)
+
+    # ------------------------------------------------------------ config
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({key: keras.saving.serialize_keras_object(getattr(self, key))
+                       for key in self._nested})
+        config.update({"corruption": self.corruption, "corruption_rate": self.corruption_rate,
+                       "corruption_stddev": self.corruption_stddev, "seed": self.seed})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in cls._nested:
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VAE(BaseAutoencoder):
+    """Variational autoencoder trained with `model.fit`.
+
+    #### Mathematical details
+
+    ```none
+    loss = E_q(z|x)[-log p(x|z)] + beta * KL(q(z|x) || p(z))        objective="elbo"
+    loss = -log 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x)                objective="iwae"
+    z = mu(x) + sigma(x) * eps,  eps ~ N(0, I)                      (reparameterization)
+    ```
+    Values are summed over data and latent dimensions and averaged over the
+    batch, in nats. Logged metrics: `loss`, `elbo` (nats per example, higher is
+    better), `reconstruction` (E_q[-log p(x|z)]), `kl`, `beta` (and `iwae`).
+    With `corruption` (a denoising VAE) the encoder sees `q(z|x~)` of a
+    corrupted `x~` during training and the terms score the clean `x`.
+
+    Args:
+      encoder: layer mapping `x [B] + data_shape` to `q(z|x)` with event shape
+        `[latent_dim]` (e.g. `MLPEncoder`, `ConvEncoder`); not a point mass.
+      decoder: layer mapping `z [..., latent_dim]` to `p(x|z)` with event shape
+        `data_shape` (e.g. `MLPDecoder`, `ConvDecoder`, `TiedMLPDecoder`).
+      prior: None or "standard_normal" for N(0, I), "mixture" for a learnable
+        mixture of Gaussians, or a prior layer from `keras_vae.priors`.
+      beta: weight of the KL term (>= 0), held in the non-trainable variable
+        `model.beta` so callbacks such as `KLWarmup` can change it.
+      num_samples: L Monte Carlo samples per example (K for "iwae").
+      analytic_kl: closed-form KL where TFP has one; Monte Carlo otherwise.
+      objective: "elbo" or "iwae".
+      free_bits: nats per latent dimension below which KL is not penalised.
+      seed: integer base of the stateless noise seeds.
+      corruption, corruption_rate, corruption_stddev: denoising training, see
+        `BaseAutoencoder` and `corrupt` (default None: no corruption).
+
+    Call arguments:
+      x: `[B] + data_shape`. Returns the mean of `p(x | z = E[q(z|x)])`, the
+        deterministic reconstruction used by `predict`.
+
+    Raises:
+      TypeError / ValueError: for arguments of the wrong type or value, and
+        for data of the wrong shape, dtype or range (see `check_data`).
+
+    Example:
+      >>> enc = MLPEncoder(latent_dim=2, hidden=(64,))
+      >>> dec = MLPDecoder(output_shape=(8, 8, 1), hidden=(64,))
+      >>> vae = VAE(enc, dec)
+      >>> vae.compile(optimizer="adam")
+      >>> history = vae.fit(x_train, epochs=5, batch_size=64, validation_data=(x_test,))
+    """
+
+    _nested = ("encoder", "decoder", "prior")
+
+    def __init__(self, encoder, decoder, prior=None, beta=1.0, num_samples=1,
+                 analytic_kl=True, objective="elbo", free_bits=0.0, seed=0,
+                 corruption=None, corruption_rate=0.25, corruption_stddev=0.1, **kwargs):
+        super().__init__(encoder, decoder, corruption=corruption,
+                         corruption_rate=corruption_rate,
+                         corruption_stddev=corruption_stddev, seed=seed, **kwargs)
+        if isinstance(getattr(encoder, "head", None), dists.PointMassPosterior):
+            raise ValueError(
+                "A point-mass posterior has no ELBO (its KL to a density is infinite); "
+                "train it with keras_vae.Autoencoder or give the encoder "
+                "posterior='diagonal'. Received: encoder.head=PointMassPosterior"
+            )
+        if objective not in objectives.OBJECTIVES:
+            raise ValueError(
+                f"`objective` must be one of {objectives.OBJECTIVES}. "
+                f"Received: objective={objective!r}"
+            )
+        self.prior = priors_lib.get_prior(prior, self.latent_dim)
+        self.num_samples = dists._positive_int("num_samples", num_samples)
+        if not isinstance(analytic_kl, (bool, np.bool_)):
+            raise TypeError(f"`analytic_kl` must be a bool. Received: analytic_kl={analytic_kl!r}")
+        self.analytic_kl = bool(analytic_kl)
+        self.objective = objective
+        self.free_bits = dists._positive_float("free_bits", free_bits, allow_zero=True)
+        if objective == "iwae" and self.free_bits:
+            raise ValueError(
+                "free_bits applies to the 'elbo' objective only. "
+                f"Received: objective='iwae', free_bits={free_bits!r}"
+            )
+        self._initial_beta = dists._positive_float("beta", beta, allow_zero=True)
+        self.beta = self.add_weight(
+            name="beta", shape=(), dtype="float32", trainable=False,
+            initializer=keras.initializers.Constant(self._initial_beta),
+        )
+        names = ["loss", "elbo", "reconstruction", "kl", "beta"]
+        if objective == "iwae":
+            names.append("iwae")
+        self._finish_init(names)
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        if not self.prior.built:
+            self.prior.build()
+
+    def _scalar_metrics(self):
+        return {"beta": self.beta}
+
+    def compute_terms(self, x, training=False, seed=None, num_samples=None):
+        """Runs the objective on a batch: dict of `loss` (scalar) and per-example
+        `elbo`, `reconstruction`, `kl` (and `iwae`), all float32 nats.
+
+        Args:
+          x: `[B] + data_shape` float tensor (the target; with `corruption`
+            and `training=True` the encoder sees a corrupted copy).
+          training: passed to the encoder and decoder layers.
+          seed: stateless seed int32 [2]; defaults to `noise_seed(training)`.
+          num_samples: overrides the model's `num_samples` for this call.
+        """
+        x = tf.cast(x, tf.float32)
+        if seed is None:
+            seed = self.noise_seed(training)
+        objective = objectives.elbo if self.objective == "elbo" else objectives.iwae
+        posterior = self.encoder(self.encoder_input(x, training, seed), training=training)
+        return objective(
+            x, posterior,
+            lambda z: self.decoder(z, training=training), self.prior.distribution(),
+            seed=seed, num_samples=num_samples or self.num_samples,
+            analytic_kl=self.analytic_kl, beta=self.beta, free_bits=self.free_bits,
+        )
 
     def sample(self, num_samples, seed=None, mean=True):
         """Generates `num_samples` examples: z ~ p(z), x = mean of p(x|z) (or a draw).
@@ -332,31 +513,13 @@ class VAE(keras.Model):
         likelihood = self.decoder(z, training=False)
         return likelihood.mean() if mean else likelihood.sample(seed=seeds[1])
 
-    def reconstruct(self, x):
-        """Mean of `p(x | z = E[q(z|x)])`, shape `[B] + data_shape`."""
-        self._check(x)
-        return self(tf.cast(x, tf.float32), training=False)
-
-    # ------------------------------------------------------------ config
-
     def get_config(self):
         config = super().get_config()
         config.update({
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
-            "prior": keras.saving.serialize_keras_object(self.prior),
             "beta": self._initial_beta,
             "num_samples": self.num_samples,
             "analytic_kl": self.analytic_kl,
             "objective": self.objective,
             "free_bits": self.free_bits,
-            "seed": self.seed,
         })
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "decoder", "prior"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
