@@ -70,14 +70,12 @@ from keras_vae.distributions import (  # noqa: E402
     FullCovariancePosterior,
     GaussianLikelihood,
     LearnedGaussianLikelihood,
-    PointMassPosterior,
 )
 from keras_vae.model import VAE  # noqa: E402
-from keras_vae import autoencoders  # noqa: E402
-from keras_vae.autoencoders import Autoencoder, TiedMLPDecoder, pretrain_layerwise  # noqa: E402
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder  # noqa: E402
 from keras_vae.priors import MixturePrior, StandardNormalPrior  # noqa: E402
 from keras_vae import applications, evaluation, latent, visualization  # noqa: E402
+from keras_vae import export  # noqa: E402
 from keras_vae.applications import anomaly_scores, impute  # noqa: E402
 from keras_vae.evaluation import log_likelihood  # noqa: E402
 from keras_vae.latent import embed  # noqa: E402
@@ -86,9 +84,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
-    "Autoencoder",
-    "TiedMLPDecoder",
-    "pretrain_layerwise",
     "MLPEncoder",
     "MLPDecoder",
     "ConvEncoder",
@@ -99,7 +94,6 @@ __all__ = [
     "GaussianLikelihood",
     "LearnedGaussianLikelihood",
     "ContinuousBernoulliLikelihood",
-    "PointMassPosterior",
     "StandardNormalPrior",
     "MixturePrior",
     "KLWarmup",
@@ -108,11 +102,11 @@ __all__ = [
     "distributions",
     "objectives",
     "priors",
-    "autoencoders",
     "evaluation",
     "latent",
     "applications",
     "visualization",
+    "export",
     "log_likelihood",
     "embed",
     "anomaly_scores",

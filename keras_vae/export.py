@@ -1,0 +1,298 @@
+"""Deployment: SavedModel in TF Serving's layout, TFLite files, and a parity report.
+
+```none
+<out_dir>/saved_model/<version>/            kv.export.saved_model (TF Serving layout)
+    saved_model.pb, variables/, fingerprint.pb
+    assets.extra/tf_serving_warmup_requests  PredictionLog records (one per signature)
+<out_dir>/tflite/decoder_<variant>.tflite   kv.export.tflite (float32, float16, int8, int8_full)
+<out_dir>/tflite/sampler.tflite             `sample` on builtin random ops + `decode`
+<out_dir>/parity.json, parity.md            kv.export.parity_report
+```
+
+SavedModel signatures (tensors only, float32 unless stated; B is the batch):
+
+```none
+serving_default = decode   z [B, latent_dim] -> x_mean [B, *data_shape] + the likelihood's
+                           parameters: probs, logits | mean, logits | loc, scale
+sample                     n int32 [], seed int32 [2] -> z [n, latent_dim], x_mean [n, *data_shape]
+                           (stateless: same seed, same batch;
+                           seed=[s, 7] equals vae.sample(n, seed=s))
+encode                     x [B, *data_shape] -> z_mean, z_stddev [B, latent_dim]
+reconstruct                x [B, *data_shape] -> decode's outputs at z = z_mean
+```
+
+Version directories are written to a hidden temporary directory next to the
+target and renamed into place, so TF Serving never sees a half-written
+version and a failed overwrite leaves the old version intact.
+"""
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from keras_vae import signatures
+from keras_vae import tflite as tflite_lib
+from keras_vae.parity import (TOLERANCES, parity_report, run_saved_model_cli,
+                              run_session_loader)
+from keras_vae.signatures import read_signatures
+
+__all__ = [
+    "saved_model",
+    "tflite",
+    "export_all",
+    "parity_report",
+    "read_signatures",
+    "run_saved_model_cli",
+    "run_session_loader",
+    "WARMUP_FILE",
+    "TOLERANCES",
+]
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def _version(version):
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
+        raise ValueError(
+            "`version` must be a positive integer (TF Serving reads numeric version "
+            f"directories). Received: version={version!r}"
+        )
+    return int(version)
+
+
+def _check_siblings(base_dir, version, model, allow_interface_change):
+    """Refuses a version whose latent/data shapes differ from other versions in base_dir."""
+    if allow_interface_change or not os.path.isdir(base_dir):
+        return
+    expected = {"z": (-1, model.latent_dim), "x": (-1, *model.data_shape)}
+    for entry in sorted(os.listdir(base_dir)):
+        path = os.path.join(base_dir, entry)
+        if not entry.isdigit() or int(entry) == version or \
+                not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            continue
+        for sig in read_signatures(path).values():
+            for key, (_, shape) in sig["inputs"].items():
+                if key in expected and shape != expected[key]:
+                    raise ValueError(
+                        f"Latent size mismatch with version {entry} in {base_dir}: TF "
+                        "Serving would switch clients to a different interface. Export "
+                        "to a new base_dir or pass allow_interface_change=True. "
+                        f"Received: {key}.shape={expected[key]} (version {entry} has "
+                        f"{shape})"
+                    )
+
+
+def _write_warmup(version_dir, model, names, model_name):
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    examples = {"z": np.zeros((1, model.latent_dim), "float32"),
+                "x": np.zeros((1, *model.data_shape), "float32"),
+                "n": np.array(1, "int32"), "seed": np.array([0, 7], "int32")}
+    path = os.path.join(version_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for name, sig in names.items():
+            if name == "serving_default":  # an alias of the first signature
+                continue
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=name))
+            for key in sig["inputs"]:
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(examples[key]))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwrite=False,
+                warmup=True, allow_untrained=False, allow_interface_change=False,
+                model_name=None):
+    """Writes `<base_dir>/<version>/`, a SavedModel that TF Serving serves as is.
+
+    Args:
+      model: a trained `keras_vae.VAE`.
+      base_dir: TF Serving's model base path (one model, numbered versions).
+      version: positive int, the version directory name.
+      parts: "decoder" (`decode` = `serving_default`, `sample`) and/or "encoder"
+        (`encode`); both add `reconstruct`. See the module docstring.
+      overwrite: replace an existing version directory (atomically).
+      warmup: write `assets.extra/tf_serving_warmup_requests` (needs
+        `tensorflow-serving-api`, the `[serving]` extra).
+      allow_untrained: export a model whose optimizer never stepped.
+      allow_interface_change: allow latent/data shapes that differ from other
+        versions in `base_dir`.
+      model_name: model name in the warm-up requests (default: basename of
+        `base_dir`).
+
+    Returns:
+      str, the version directory.
+
+    Raises:
+      TypeError / ValueError: not a VAE, unbuilt or untrained model, bad
+        `parts`/`version`, latent size mismatch with other versions.
+      FileExistsError: the version directory exists and `overwrite=False`.
+        Nothing on disk is changed when any of these is raised.
+
+    Example:
+      >>> path = kv.export.saved_model(vae, "export/models/vae", version=1)
+      >>> sorted(kv.export.read_signatures(path))
+      ['decode', 'encode', 'reconstruct', 'sample', 'serving_default']
+    """
+    signatures.check_model(model, allow_untrained)
+    parts = signatures.check_parts(parts)
+    version = _version(version)
+    base_dir = os.path.abspath(os.fspath(base_dir))
+    if os.path.exists(base_dir) and not os.path.isdir(base_dir):
+        raise ValueError(f"`base_dir` must be a directory. Received: base_dir={base_dir!r}")
+    final = os.path.join(base_dir, str(version))
+    if os.path.exists(final) and not overwrite:
+        raise FileExistsError(
+            f"Version {version} already exists; pick a new version or pass "
+            f"overwrite=True. Received: path={final!r}"
+        )
+    _check_siblings(base_dir, version, model, allow_interface_change)
+    if warmup:
+        import tensorflow_serving.apis  # noqa: F401  fail before writing anything
+    os.makedirs(base_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
+    old = None
+    try:
+        signatures.build_archive(model, parts).write_out(tmp, verbose=False)
+        if warmup:
+            _write_warmup(tmp, model, read_signatures(tmp),
+                          model_name or os.path.basename(base_dir))
+        if os.path.exists(final):
+            old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=base_dir)
+            os.rename(final, os.path.join(old, "v"))
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not os.path.exists(final):
+            os.rename(os.path.join(old, "v"), final)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _tflite_names(converted):
+    return {v: ("sampler.tflite" if v == "sampler" else f"decoder_{v}.tflite") for v in converted}
+
+
+def tflite(model, out_dir, variants=("float32", "float16", "int8"), representative_data=None,
+           sampler=True, overwrite=False, allow_untrained=False):
+    """Writes `.tflite` files of the decoder (and the sampler) to `out_dir`.
+
+    Files: `decoder_<variant>.tflite` (signature `decode`) for each variant,
+    plus `decoder_int8_full.tflite` when `representative_data` is given, and
+    `sampler.tflite` (signatures `sample`, `decode`). See `keras_vae.tflite`.
+
+    Args:
+      model: a trained VAE.
+      out_dir: directory (created if needed).
+      variants: names from `keras_vae.tflite.VARIANTS` or a comma-separated string.
+      representative_data: training images `[N] + data_shape` for full int8.
+      sampler: also write `sampler.tflite`.
+      overwrite: replace existing files (each is written to a temporary file
+        and renamed).
+      allow_untrained: export a model whose optimizer never stepped.
+
+    Returns:
+      dict variant (and "sampler") -> path.
+
+    Raises:
+      ValueError / TypeError: as `saved_model`, unknown variants, bad data.
+      FileExistsError: a target file exists and `overwrite=False` (nothing is
+        written).
+    """
+    signatures.check_model(model, allow_untrained)
+    variants = tflite_lib._check_variants(variants, representative_data)
+    has_prior = signatures.prior_of(model) is not None
+    planned = list(variants) + (["int8_full"] if tflite_lib._auto_full(
+        variants, representative_data) else []) + (["sampler"] if sampler and has_prior else [])
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    paths = {v: os.path.join(out_dir, name) for v, name in _tflite_names(planned).items()}
+    _refuse_existing(paths.values(), overwrite)
+    converted = tflite_lib.convert(model, variants, representative_data, sampler)
+    os.makedirs(out_dir, exist_ok=True)
+    for variant, content in converted.items():
+        _atomic_write(paths[variant], content)
+    return {v: paths[v] for v in converted}
+
+
+def _refuse_existing(paths, overwrite):
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing and not overwrite:
+        raise FileExistsError(
+            "Refusing to overwrite existing export files; pass overwrite=True or "
+            f"choose another directory. Received: existing={existing}"
+        )
+
+
+def _atomic_write(path, content):
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16", "int8"),
+               representative_data=None, overwrite=False, allow_untrained=False,
+               saved_model_cli=False, latency_repeats=20):
+    """SavedModel + TFLite files + parity report under `out_dir` (the CLI's `export`).
+
+    Writes `<out_dir>/saved_model/<version>/`, `<out_dir>/tflite/*.tflite`,
+    `<out_dir>/parity.json` and `<out_dir>/parity.md`. Every target is checked
+    before anything is written: with `overwrite=False` an existing target
+    raises `FileExistsError` and leaves all files untouched.
+
+    Args:
+      model: a trained VAE.
+      out_dir: output directory.
+      version: SavedModel version.
+      tflite_variants: decoder variants (empty for no TFLite files).
+      representative_data: training images; enables "int8_full" and is the
+        parity batch for `encode`/`reconstruct`.
+      overwrite: replace existing exports.
+      allow_untrained: export a model whose optimizer never stepped.
+      saved_model_cli: also run `decode` through the real `saved_model_cli run`
+        command (a subprocess, a few seconds). Every signature is always
+        checked through the same graph loader in-process.
+      latency_repeats: timed calls per latency figure.
+
+    Returns:
+      the parity report dict (see `parity_report`).
+    """
+    signatures.check_model(model, allow_untrained)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    sm_dir = os.path.join(out_dir, "saved_model")
+    version = _version(version)
+    variants = tflite_lib._check_variants(tflite_variants, representative_data)
+    if representative_data is not None:
+        tflite_lib.representative_latents(model, representative_data, max_examples=1)
+    has_prior = signatures.prior_of(model) is not None
+    planned = list(variants) + (["int8_full"] if tflite_lib._auto_full(
+        variants, representative_data) else []) + (["sampler"] if variants and has_prior else [])
+    targets = [os.path.join(sm_dir, str(version)), os.path.join(out_dir, "parity.json"),
+               os.path.join(out_dir, "parity.md")]
+    targets += [os.path.join(out_dir, "tflite", n) for n in _tflite_names(planned).values()]
+    _refuse_existing(targets, overwrite)
+    _check_siblings(sm_dir, version, model, False)
+    version_dir = saved_model(model, sm_dir, version, overwrite=overwrite,
+                              allow_untrained=allow_untrained)
+    paths = {}
+    if variants:
+        paths = tflite(model, os.path.join(out_dir, "tflite"), variants, representative_data,
+                       sampler=True, overwrite=overwrite, allow_untrained=allow_untrained)
+    return parity_report(model, out_dir, version_dir, paths, data=representative_data,
+                         saved_model_cli=saved_model_cli, latency_repeats=latency_repeats)

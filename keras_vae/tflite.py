@@ -1,0 +1,330 @@
+"""TFLite conversion of a VAE's decoder and prior sampler, and running .tflite files.
+
+Conversion goes through a SavedModel written by `keras.export.ExportArchive`
+(converting concrete functions of a module holding Keras 3 layers produced NaN
+outputs, DESIGN section 5). Files run on the builtin TFLite kernels only: the
+sampler draws its noise with `RANDOM_STANDARD_NORMAL`/`RANDOM_UNIFORM`, since
+stateless and TFP sampling ops would need Flex delegates, which
+`ai-edge-litert` does not ship. Run the files with
+`ai_edge_litert.interpreter.Interpreter` (`tf.lite.Interpreter` is deprecated).
+
+Variants of the decoder (signature `decode`: `z float32 [None, latent_dim]` ->
+the likelihood's parameters and `x_mean`, as in `keras_vae.signatures`):
+
+| variant     | weights | activations | needs                    |
+| ----------- | ------- | ----------- | ------------------------ |
+| `float32`   | float32 | float32     |                          |
+| `float16`   | float16 | float32     |                          |
+| `int8`      | int8    | float32 (dynamic range) |              |
+| `int8_full` | int8    | int8 (float32 inputs/outputs) | representative data |
+
+The sampler (`sampler.tflite`) holds `sample` (`n int32 []` -> `z`, `x_mean`,
+fresh noise on every call) and a float32 `decode`, so a device can also pass
+its own noise through the prior's reparameterization and `decode`.
+"""
+
+import os
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_vae import distributions as dists
+from keras_vae import signatures
+from keras_vae.model import check_data
+
+__all__ = [
+    "VARIANTS",
+    "representative_latents",
+    "probe_latents",
+    "float32_model",
+    "convert",
+    "run",
+    "signature_runner",
+    "op_names",
+]
+
+VARIANTS = ("float32", "float16", "int8", "int8_full")
+# Max |diff| against Keras an automatically added "int8_full" decoder must meet on
+# its calibration latents (every output but logits), else it is not written.
+INT8_FULL_TOLERANCE = 1e-1
+
+
+def representative_latents(model, data, max_examples=500, seed=0):
+    """Calibration latents for full-integer quantization of the decoder.
+
+    Images (`[N] + data_shape`) are encoded and one posterior draw is taken per
+    image, then as many prior draws are added, so the calibrated ranges cover
+    both reconstruction (aggregate posterior) and generation (prior). Arrays
+    of shape `[N, latent_dim]` are used as latents directly.
+
+    Args:
+      model: the VAE.
+      data: float array `[N] + data_shape` or `[N, latent_dim]`.
+      max_examples: at most this many rows of `data` are used.
+      seed: int, seeds the posterior and prior draws.
+
+    Returns:
+      float32 numpy array `[M, latent_dim]`.
+
+    Raises:
+      ValueError: `data` has neither the data shape nor the latent size.
+    """
+    arr = np.asarray(data)
+    if arr.ndim == 2 and arr.shape[1:] == (model.latent_dim,) and \
+            tuple(model.data_shape) != (model.latent_dim,):
+        return arr[:max_examples].astype("float32")
+    if arr.ndim >= 1 and tuple(arr.shape[1:]) != tuple(model.data_shape):
+        raise ValueError(
+            "Latent size mismatch: `representative_data` must be training images of "
+            f"shape (N,) + {tuple(model.data_shape)} or latents of shape (N, "
+            f"{model.latent_dim}). Received: representative_data.shape={arr.shape}"
+        )
+    check_data(arr, model.data_shape, model.decoder.head, name="representative_data")
+    x = tf.constant(arr[:max_examples], tf.float32)
+    seeds = tf.random.split(tf.constant([int(seed), 11], tf.int32), 2)
+    q = model.encoder(x, training=False)
+    parts = [dists.reparameterized_sample(q, 1, seeds[0])[0].numpy()]
+    if signatures.prior_of(model) is not None:
+        parts.append(model.prior.distribution().sample(int(x.shape[0]), seed=seeds[1]).numpy())
+    return np.concatenate(parts).astype("float32")
+
+
+def probe_latents(model, n, seed=(0, 5), data=None):
+    """`n` fixed latents `[n, latent_dim]`.
+
+    Prior draws; for a model without a prior (an Autoencoder) the codes
+    `E[q(z|x)]` of the rows of `data` (repeated up to `n`) if given, else N(0, I).
+    """
+    seed = tf.constant(seed, tf.int32)
+    if signatures.prior_of(model) is not None:
+        z = model.prior.distribution().sample(n, seed=seed)
+    elif data is not None:
+        x = np.resize(np.asarray(data[:n], "float32"), (n, *model.data_shape))
+        z = model.encoder(tf.constant(x), training=False).mean()
+    else:
+        z = dists.stateless_normal([n, model.latent_dim], seed)
+    return np.asarray(z).astype("float32")
+
+
+def _policy_to_float32(config):
+    if isinstance(config, dict):
+        if str(config.get("class_name", "")).endswith("DTypePolicy"):
+            return {**config, "config": {**config.get("config", {}), "name": "float32"}}
+        return {k: _policy_to_float32(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_policy_to_float32(v) for v in config]
+    return "float32" if isinstance(config, str) and config.startswith("mixed_") else config
+
+
+def float32_model(model):
+    """`model` itself, or for a mixed-precision model a float32 copy with the same weights.
+
+    TFLite has no builtin float16 MatMul/Conv kernels, so a model whose layers
+    compute in float16/bfloat16 is rebuilt from its config with float32
+    policies (its variables are float32 already) before conversion.
+    """
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model._flatten_layers()):
+        return model
+    clone = keras.saving.deserialize_keras_object(
+        _policy_to_float32(keras.saving.serialize_keras_object(model)))
+    if [tuple(w.shape) for w in clone.weights] != [tuple(w.shape) for w in model.weights]:
+        raise ValueError(
+            "Could not rebuild the mixed-precision model in float32 for TFLite (its weights "
+            f"differ). Received: model={type(model).__name__}"
+        )
+    for target, source in zip(clone.weights, model.weights):
+        target.assign(tf.cast(source, target.dtype))
+    return clone
+
+
+def _converter(source_dir, keys, variant, latents):
+    converter = tf.lite.TFLiteConverter.from_saved_model(source_dir, signature_keys=keys)
+    if variant == "float32":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8_full":
+        batches = [latents[i:i + 32] for i in range(0, len(latents), 32)]
+        converter.representative_dataset = lambda: ({"z": b} for b in batches)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter
+
+
+def _check_variants(variants, representative_data):
+    if isinstance(variants, str):
+        variants = tuple(v.strip() for v in variants.split(",") if v.strip())
+    variants = tuple(variants)
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or len(set(variants)) != len(variants):
+        raise ValueError(
+            f"`variants` must be distinct names from {VARIANTS}. "
+            f"Received: variants={variants!r}"
+        )
+    if "int8_full" in variants and representative_data is None:
+        raise ValueError(
+            "The 'int8_full' variant calibrates activations on representative data: "
+            "pass representative_data (training images). Received: "
+            "representative_data=None"
+        )
+    return variants
+
+
+def _auto_full(variants, representative_data):
+    """True if "int8_full" is added implicitly (data given, "int8" asked, "int8_full" not)."""
+    return (representative_data is not None and "int8" in variants
+            and "int8_full" not in variants)
+
+
+def _probe(content, signature, inputs, expected=None, tolerance=None):
+    """None if the flatbuffer runs on `inputs` with finite outputs (within
+    `tolerance` of `expected`, logits aside, if given), else the problem."""
+    try:
+        out = run(content, signature, **inputs)
+    except (RuntimeError, ValueError) as err:
+        return str(err).strip().splitlines()[0]
+    bad = [k for k, v in out.items() if not np.all(np.isfinite(v))]
+    if bad:
+        return f"non-finite outputs {bad}"
+    if expected is not None:
+        worst = max(float(np.max(np.abs(out[k] - np.asarray(v)))) for k, v in expected.items()
+                    if k != "logits")
+        if worst > tolerance:
+            return (f"max |diff| {worst:.3g} against Keras on its calibration latents exceeds "
+                    f"{tolerance:g}")
+    return None
+
+
+def convert(model, variants=("float32", "float16", "int8"), representative_data=None,
+            sampler=True):
+    """Converts the decoder (and the sampler) to TFLite flatbuffers in memory.
+
+    Every flatbuffer is run once on a few latents before it is returned.
+
+    Args:
+      model: a trained VAE (see `keras_vae.signatures.check_model`).
+      variants: names from `VARIANTS` (or a comma-separated string).
+        "int8_full" is added automatically when `representative_data` is given
+        and "int8" is requested; if that added variant does not run on the
+        builtin int8 kernels (e.g. the continuous Bernoulli mean may divide by
+        a quantized zero) or misses `INT8_FULL_TOLERANCE` on its calibration
+        latents, it is left out with a warning. A variant named explicitly is
+        always written if it runs (check the parity report).
+      representative_data: training images `[N] + data_shape` (or latents
+        `[N, latent_dim]`) for full-integer calibration; see
+        `representative_latents`.
+      sampler: also build the sampler model (key "sampler"); ignored for
+        models without a prior (an Autoencoder).
+
+    Returns:
+      dict variant -> bytes (`.tflite` flatbuffer).
+
+    Raises:
+      ValueError: unknown variant, "int8_full" without data, data of the wrong
+        shape, a requested variant that does not run, or a prior the sampler
+        cannot draw from with builtin ops.
+    """
+    variants = _check_variants(variants, representative_data)
+    auto_full = _auto_full(variants, representative_data)
+    variants += ("int8_full",) if auto_full else ()
+    latents = None
+    if "int8_full" in variants:
+        latents = representative_latents(model, representative_data)
+    sampler = bool(sampler) and signatures.prior_of(model) is not None
+    if sampler:  # fail before converting anything if the prior is unsupported
+        signatures._prior_from_noise(model.prior.distribution(), tf.constant(1),
+                                     model.latent_dim)
+    probe = {"z": probe_latents(model, 8)}
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as tmp:
+        source = os.path.join(tmp, "saved_model")
+        signatures.build_archive(float32_model(model), ("decoder",),
+                                 sampler="random").write_out(source, verbose=False)
+        with warnings.catch_warnings():  # the calibrator still uses tf.lite.Interpreter
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            for variant in variants:
+                content = _converter(source, ["decode"], variant, latents).convert()
+                problem = _probe(content, "decode", probe)
+                if not problem and variant == "int8_full" and auto_full:
+                    calib = latents[:256]
+                    problem = _probe(content, "decode", {"z": calib},
+                                     signatures.decode_outputs(model, calib),
+                                     INT8_FULL_TOLERANCE)
+                if problem and variant == "int8_full" and auto_full:
+                    warnings.warn(f"Skipping the 'int8_full' TFLite decoder: {problem}",
+                                  stacklevel=2)
+                    continue
+                if problem:
+                    raise ValueError(
+                        f"The {variant!r} TFLite decoder of this model does not run on the "
+                        f"builtin kernels ({problem}); leave it out of `variants`. "
+                        f"Received: variants={variants!r}"
+                    )
+                out[variant] = content
+            if sampler:
+                out["sampler"] = _converter(source, ["sample", "decode"], "float32",
+                                            None).convert()
+    return out
+
+
+def _interpreter(model):
+    from ai_edge_litert.interpreter import Interpreter  # optional dependency: [tflite]
+
+    if isinstance(model, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(model))
+    return Interpreter(model_path=os.fspath(model))
+
+
+def signature_runner(model, signature="decode"):
+    """An `ai_edge_litert` signature runner for `signature` of a .tflite file or flatbuffer.
+
+    Raises:
+      ValueError: the file has no such signature.
+    """
+    interpreter = _interpreter(model)
+    names = interpreter.get_signature_list()
+    if signature not in names:
+        raise ValueError(
+            f"Expected a signature from {sorted(names)}. Received: signature={signature!r}"
+        )
+    return interpreter.get_signature_runner(signature)
+
+
+def run(model, signature="decode", **inputs):
+    """Runs one signature of a .tflite file (path or bytes) with ai-edge-litert.
+
+    Example:
+      >>> out = run("decoder_float32.tflite", "decode", z=np.zeros((4, 2), "float32"))
+      >>> out["x_mean"].shape
+      (4, 8, 8, 1)
+
+    Returns:
+      dict output name -> numpy array.
+    """
+    runner = signature_runner(model, signature)
+    return runner(**{k: np.asarray(v) for k, v in inputs.items()})
+
+
+def op_names(model):
+    """Operator names used anywhere in a .tflite file (every subgraph/signature).
+
+    Builtin kernels appear by name (e.g. "FULLY_CONNECTED"); custom operators,
+    including Flex (TensorFlow) ops, as "CUSTOM:<code>" (e.g. "CUSTOM:FlexAddV2").
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    content = bytes(model) if isinstance(model, (bytes, bytearray)) else open(model, "rb").read()
+    flat = schema.Model.GetRootAsModel(content, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = set()
+    for i in range(flat.OperatorCodesLength()):
+        code = flat.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            ops.add("CUSTOM:" + code.CustomCode().decode())
+        else:
+            ops.add(names.get(builtin, str(builtin)))
+    return ops
