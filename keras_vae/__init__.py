@@ -70,8 +70,11 @@ from keras_vae.distributions import (  # noqa: E402
     FullCovariancePosterior,
     GaussianLikelihood,
     LearnedGaussianLikelihood,
+    PointMassPosterior,
 )
 from keras_vae.model import VAE  # noqa: E402
+from keras_vae import autoencoders  # noqa: E402
+from keras_vae.autoencoders import Autoencoder, TiedMLPDecoder, pretrain_layerwise  # noqa: E402
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder  # noqa: E402
 from keras_vae.priors import MixturePrior, StandardNormalPrior  # noqa: E402
 from keras_vae import applications, evaluation, latent, visualization  # noqa: E402
@@ -84,6 +87,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "Autoencoder",
+    "TiedMLPDecoder",
+    "pretrain_layerwise",
     "MLPEncoder",
     "MLPDecoder",
     "ConvEncoder",
@@ -94,6 +100,7 @@ __all__ = [
     "GaussianLikelihood",
     "LearnedGaussianLikelihood",
     "ContinuousBernoulliLikelihood",
+    "PointMassPosterior",
     "StandardNormalPrior",
     "MixturePrior",
     "KLWarmup",
@@ -102,6 +109,7 @@ __all__ = [
     "distributions",
     "objectives",
     "priors",
+    "autoencoders",
     "evaluation",
     "latent",
     "applications",
