@@ -150,7 +150,7 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(
             f"Version {version} already exists; pick a new version or pass "
-            f"overwrite=True. Received: path={final!r}"
+            f"overwrite=True (`--overwrite`). Received: path={final!r}"
         )
     _check_siblings(base_dir, version, model, allow_interface_change)
     if warmup:
@@ -227,8 +227,9 @@ def _refuse_existing(paths, overwrite):
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not overwrite:
         raise FileExistsError(
-            "Refusing to overwrite existing export files; pass overwrite=True or "
-            f"choose another directory. Received: existing={existing}"
+            "Refusing to overwrite existing export files; pass overwrite=True "
+            "(`keras-vae export --overwrite`) or choose another directory. "
+            f"Received: existing={existing}"
         )
 
 
