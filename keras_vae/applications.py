@@ -181,6 +181,35 @@ def mean_fill(x, mask):
     return np.where(mask, x, fill[None]).astype("float32")
 
 
+def _impute_function(model_ref, data_shape, steps, sample):
+    """`tf.function (x, observed, seed) -> imputed x` running `steps` encode/decode rounds."""
+    keep_from = steps - max(1, steps // 2)
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + data_shape, tf.float32),
+                                  tf.TensorSpec((None,) + data_shape, tf.bool),
+                                  tf.TensorSpec([2], tf.int32)])
+    def run(xb, mb, seed_b):
+        model = model_ref()
+
+        def body(t, current, total):
+            q = evaluation.encode(model, current)
+            seeds = tf.random.experimental.stateless_split(
+                tf.random.experimental.stateless_fold_in(seed_b, t), 2)
+            z = q.sample(seed=seeds[0]) if sample else q.mean()
+            p = evaluation.decode(model, z)
+            mean = p.mean()
+            new = p.sample(seed=seeds[1]) if sample else mean
+            total = total + tf.where(t >= keep_from, mean, tf.zeros_like(mean))
+            return t + 1, tf.where(mb, xb, new), total
+
+        _, last, total = tf.while_loop(lambda t, *_: t < steps, body,
+                                       (tf.constant(0), xb, tf.zeros_like(xb)))
+        result = total / float(steps - keep_from) if sample else last
+        return tf.where(mb, xb, result)
+
+    return run
+
+
 def impute(model, x, mask, steps=50, method="mean", batch_size=500, seed=0, init=None):
     """Fills the missing values of `x` by iterating encode/decode with observed values clamped.
 
@@ -219,28 +248,10 @@ def impute(model, x, mask, steps=50, method="mean", batch_size=500, seed=0, init
         mask, x_raw, np.asarray(init, "float32"))
     start = evaluation.check_inputs(model, start)
     sample = method == "pseudo_gibbs"
-    keep_from = steps - max(1, steps // 2)
 
-    @tf.function(input_signature=[tf.TensorSpec((None,) + start.shape[1:], tf.float32),
-                                  tf.TensorSpec((None,) + start.shape[1:], tf.bool),
-                                  tf.TensorSpec([2], tf.int32)])
-    def run(xb, mb, seed_b):
-        def body(t, current, total):
-            q = evaluation.encode(model, current)
-            seeds = tf.random.experimental.stateless_split(
-                tf.random.experimental.stateless_fold_in(seed_b, t), 2)
-            z = q.sample(seed=seeds[0]) if sample else q.mean()
-            p = evaluation.decode(model, z)
-            mean = p.mean()
-            new = p.sample(seed=seeds[1]) if sample else mean
-            total = total + tf.where(t >= keep_from, mean, tf.zeros_like(mean))
-            return t + 1, tf.where(mb, xb, new), total
-
-        _, last, total = tf.while_loop(lambda t, *_: t < steps, body,
-                                       (tf.constant(0), xb, tf.zeros_like(xb)))
-        result = total / float(steps - keep_from) if sample else last
-        return tf.where(mb, xb, result)
-
+    run = evaluation.cached_function(
+        model, ("impute", start.shape[1:], steps, method),
+        lambda ref: _impute_function(ref, start.shape[1:], steps, sample))
     out = [run(start[s:s + batch_size], mask[s:s + batch_size],
                evaluation.batch_seed(seed, i)).numpy()
            for i, s in enumerate(range(0, len(start), batch_size))]

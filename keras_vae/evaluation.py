@@ -19,8 +19,9 @@ The K importance samples are processed in chunks of `chunk_size` inside one
 `tf.function` per batch, keeping a running log-sum-exp over the chunks, so
 memory is O(chunk_size x batch_size x D) whatever K is. The noise of sample
 k is drawn from the stateless seed `fold_in(fold_in(seed, batch), k)`, so the
-estimate does not depend on `chunk_size` and the same seed gives the same
-numbers.
+estimate does not depend on `chunk_size`, and the same seed and batch size
+give the same numbers. Each compiled function is traced once per model and
+setting (`cached_function`) and released with the model.
 
 Example:
 
@@ -36,6 +37,7 @@ The latent-space numbers (embeddings, active units, PCA baseline) live in
 
 import dataclasses
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -57,6 +59,8 @@ __all__ = [
 
 # Largest number of float32 elements one chunk may hold ([chunk, batch, width]).
 _ELEMENT_BUDGET = 2 ** 22
+# Posterior samples per example behind the ELBO terms that evaluate_model reports.
+_ELBO_SAMPLES = 10
 
 
 # ------------------------------------------------------------ model access
@@ -137,6 +141,26 @@ def _seed(seed):
     return int(seed) % (2 ** 31 - 1)
 
 
+_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {key: tf.function}
+
+
+def cached_function(model, key, build):
+    """The `tf.function` `build(model_ref)` for `(model, key)`, traced once and reused.
+
+    `build` receives a zero-argument callable returning the model and must
+    only call it inside the function it builds; the cache holds the model
+    weakly, so functions are dropped with their model. Objects that cannot
+    be weakly referenced get a fresh function on every call.
+    """
+    try:
+        per_model = _FUNCTIONS.setdefault(model, {})
+    except TypeError:
+        return build(lambda: model)
+    if key not in per_model:
+        per_model[key] = build(weakref.ref(model))
+    return per_model[key]
+
+
 def batch_seed(seed, index):
     """Stateless seed int32 [2] for batch `index` of a run with integer `seed`."""
     base = tf.constant([_seed(seed), 0], tf.int32)
@@ -197,7 +221,7 @@ def _width(model, num_dims):
     return max(int(params), int(num_dims), int(latent_dim))
 
 
-def _log_px_function(model, data_shape, num_samples, chunk_size):
+def _log_px_function(model_ref, data_shape, num_samples, chunk_size):
     """A `tf.function (x [B] + data_shape, seed int32 [2]) -> log p(x) [B]`."""
     num_chunks = -(-num_samples // chunk_size)
     log_chunk = math.log(chunk_size)
@@ -205,6 +229,7 @@ def _log_px_function(model, data_shape, num_samples, chunk_size):
     @tf.function(input_signature=[tf.TensorSpec((None,) + data_shape, tf.float32),
                                   tf.TensorSpec([2], tf.int32)])
     def batch_log_px(x, seed):
+        model = model_ref()
         posterior = encode(model, x)
         prior = prior_distribution(model)
 
@@ -269,7 +294,8 @@ def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, 
     num_dims = int(np.prod(data_shape))
     chunk = _chunk_size(chunk_size, num_samples, min(batch_size, len(x)),
                         _width(model, num_dims))
-    fn = _log_px_function(model, data_shape, num_samples, chunk)
+    fn = cached_function(model, ("log_px", data_shape, num_samples, chunk),
+                         lambda ref: _log_px_function(ref, data_shape, num_samples, chunk))
     log_px = np.concatenate([
         fn(x[start:start + batch_size], batch_seed(seed, i)).numpy()
         for i, start in enumerate(range(0, len(x), batch_size))
@@ -298,14 +324,18 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0):
     batch_size = _batch_size(batch_size)
     analytic = bool(getattr(model, "analytic_kl", True))
 
-    @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:], tf.float32),
-                                  tf.TensorSpec([2], tf.int32)])
-    def terms(xb, s):
-        out = objectives.elbo(xb, encode(model, xb), lambda z: decode(model, z),
-                              prior_distribution(model), seed=s,
-                              num_samples=num_samples, analytic_kl=analytic)
-        return {k: out[k] for k in ("elbo", "reconstruction", "kl")}
+    def build(model_ref):
+        @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:], tf.float32),
+                                      tf.TensorSpec([2], tf.int32)])
+        def terms(xb, s):
+            model = model_ref()
+            out = objectives.elbo(xb, encode(model, xb), lambda z: decode(model, z),
+                                  prior_distribution(model), seed=s,
+                                  num_samples=num_samples, analytic_kl=analytic)
+            return {k: out[k] for k in ("elbo", "reconstruction", "kl")}
+        return terms
 
+    terms = cached_function(model, ("elbo", x.shape[1:], num_samples, analytic), build)
     parts = [terms(x[start:start + batch_size], batch_seed(seed, i))
              for i, start in enumerate(range(0, len(x), batch_size))]
     return {k: np.concatenate([p[k].numpy() for p in parts]).astype("float64")
@@ -320,7 +350,7 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
     For models with a prior: `log_likelihood` (mean IWAE-K estimate of log p(x),
     nats per example, K = `num_samples`), `log_likelihood_bits_per_dim`,
     `elbo`, `elbo_bits_per_dim`, `reconstruction` (E_q[-log p(x|z)]) and `kl`
-    (means over examples, one posterior sample each, the model's KL setting),
+    (means over examples, 10 posterior samples each, the model's KL setting),
     and `active_units`. Without a prior (deterministic autoencoders) these are
     left out and `reconstruction` is -log p(x | z = E[q(z|x)]).
 
@@ -352,7 +382,8 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
     if prior_distribution(model) is not None:
         ll = log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size,
                             seed=seed)
-        terms = elbo_terms(model, x, batch_size=batch_size, seed=seed)
+        terms = elbo_terms(model, x, num_samples=_ELBO_SAMPLES, batch_size=batch_size,
+                           seed=seed)
         metrics.update({
             "log_likelihood": ll.mean(),
             "log_likelihood_bits_per_dim": float(np.mean(ll.bits_per_dim)),

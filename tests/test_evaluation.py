@@ -121,9 +121,25 @@ def test_chunking_bounds_the_decoded_tensor_whatever_k():
     assert {s[0] for s in model.decoded_shapes} == {64}
     np.testing.assert_allclose(ll.log_px, model.exact_log_px(x[:3]), atol=2e-3)
     model.decoded_shapes.clear()
-    kv.log_likelihood(model, x, num_samples=5000, batch_size=100)  # default chunk
+    kv.log_likelihood(model, x, num_samples=1000, batch_size=100)  # default chunk
     chunk = max(s[0] for s in model.decoded_shapes)
-    assert chunk * 100 * 784 <= 2**22 < 5000 * 100 * 784
+    assert chunk * 100 * 784 <= 2**22 < 1000 * 100 * 784
+
+
+def test_compiled_functions_are_reused_and_released_with_the_model():
+    import gc
+    import weakref
+
+    model = LinearGaussian(exact=False)
+    first = kv.log_likelihood(model, X, num_samples=20, seed=5).log_px
+    traces = len(model.decoded_shapes)
+    second = kv.log_likelihood(model, X, num_samples=20, seed=5).log_px
+    assert len(model.decoded_shapes) == traces  # no retracing on the second call
+    np.testing.assert_array_equal(first, second)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None  # the cache does not keep models alive
 
 
 def test_result_behaves_like_the_array_of_log_px():
