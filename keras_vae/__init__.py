@@ -79,6 +79,7 @@ from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder 
 from keras_vae.priors import MixturePrior, StandardNormalPrior  # noqa: E402
 from keras_vae import applications, evaluation, latent, visualization  # noqa: E402
 from keras_vae import export  # noqa: E402
+from keras_vae import distributed  # noqa: E402
 from keras_vae.applications import anomaly_scores, impute  # noqa: E402
 from keras_vae.evaluation import log_likelihood  # noqa: E402
 from keras_vae.latent import embed  # noqa: E402
@@ -115,6 +116,7 @@ __all__ = [
     "applications",
     "visualization",
     "export",
+    "distributed",
     "log_likelihood",
     "embed",
     "anomaly_scores",
