@@ -169,7 +169,7 @@ def batch_seed(seed, index):
 
 # ------------------------------------------------------------ log-likelihood
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class LogLikelihood:
     """Per-example importance-sampled log-likelihood estimates.
 
