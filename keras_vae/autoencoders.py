@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
-from keras_vae.model import BaseAutoencoder, corrupt
+from keras_vae.model import BaseAutoencoder, _replica, corrupt
 from keras_vae.networks import MLPDecoder, MLPEncoder, _activation, _Decoder, _hidden
 
 __all__ = [
@@ -305,7 +305,7 @@ class _Stage(keras.Model):
         self.encoder_layer = encoder_layer
         self.decoder_layer = decoder_layer
         self.head = head
-        self._corruption = corruption  # (kind, rate, stddev) or None
+        self._corruption = corruption  # (kind, rate, stddev, support) or None
         self._seed = seed
         self._trackers = {n: keras.metrics.Mean(name=n) for n in ("loss", "reconstruction")}
         self.built = True
@@ -333,9 +333,10 @@ class _Stage(keras.Model):
 
     def train_step(self, data):
         h, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        _, replicas = _replica()
         with tf.GradientTape() as tape:
             loss, reconstruction = self._terms(h, training=True)
-            scaled = self.optimizer.scale_loss(loss)
+            scaled = self.optimizer.scale_loss(loss / replicas)  # replicas sum gradients
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update(loss, reconstruction)
@@ -422,7 +423,10 @@ def pretrain_layerwise(model, x, epochs=1, batch_size=128, verbose=0, optimizer=
     model._check(x)
     if optimizer is None:
         optimizer = model.optimizer if getattr(model, "optimizer", None) else "adam"
-    optimizer = keras.optimizers.serialize(keras.optimizers.get(optimizer))
+    optimizer = keras.optimizers.get(optimizer)
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer  # compile re-wraps it under mixed_float16
+    optimizer = keras.optimizers.serialize(optimizer)
     h = np.asarray(x, dtype="float32")
     histories = []
     for k, (enc_layer, dec_layer) in enumerate(zip(encoder_layers, decoder_layers)):

@@ -171,6 +171,16 @@ class BaseAutoencoder(keras.Model):
       corruption_rate: probability per element for masking and salt-and-pepper.
       corruption_stddev: standard deviation of Gaussian corruption.
       seed: integer base of the stateless noise seeds.
+
+    Example:
+      >>> class MyAutoencoder(BaseAutoencoder):
+      ...     def __init__(self, encoder, decoder, **kwargs):
+      ...         super().__init__(encoder, decoder, **kwargs)
+      ...         self._finish_init(["loss", "reconstruction"])
+      ...     def compute_terms(self, x, training=False, seed=None, num_samples=None):
+      ...         z = self.encoder(x).mean()
+      ...         rec = -self.decoder(z).log_prob(x)
+      ...         return {"loss": tf.reduce_mean(rec), "reconstruction": rec}
     """
 
     _nested = ("encoder", "decoder")
