@@ -286,7 +286,7 @@ def test_pretrained_encoder_is_a_feature_extractor_for_a_classifier(stacked, spl
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     classifier.fit(codes_train, y_train, epochs=15, batch_size=128, verbose=0)
     accuracy = classifier.evaluate(codes_test, y_test, verbose=0)[1]
-    assert accuracy > 0.5  # chance is 0.1; measured 0.78, 0.80 (logistic regression on 8 codes)
+    assert accuracy > 0.5  # chance is 0.1; measured 0.77, 0.78 (logistic regression on 8 codes)
 
 
 def test_pretraining_runs_with_tied_weights_corruption_and_mixed_precision(digits):
