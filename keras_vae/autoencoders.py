@@ -121,7 +121,7 @@ class Autoencoder(BaseAutoencoder):
         """
         x = tf.cast(x, tf.float32)
         if seed is None:
-            seed = self.noise_seed(training)
+            seed = self.noise_seed(training, x)
         posterior = self.encoder(self.encoder_input(x, training, seed), training=training)
         return reconstruction_objective(x, posterior,
                                         lambda z: self.decoder(z, training=training))

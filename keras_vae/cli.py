@@ -145,9 +145,12 @@ def _run(args, verbose):
                             resume=args.resume, verbose=verbose)
         m = result["metrics"]
         print(f"Finished: {args.run_dir}")
-        print(f"  test log p(x) ~ {m['log_likelihood']:.2f} nats "
-              f"(IWAE, K={m['num_samples']}), ELBO {m['elbo']:.2f}, "
-              f"reconstruction {m['reconstruction']:.2f}, KL {m['kl']:.2f}")
+        if "log_likelihood" in m:
+            print(f"  test log p(x) ~ {m['log_likelihood']:.2f} nats "
+                  f"(IWAE, K={m['num_samples']}), ELBO {m['elbo']:.2f}, "
+                  f"reconstruction {m['reconstruction']:.2f}, KL {m['kl']:.2f}")
+        else:  # autoencoders have no prior, hence no likelihood of x
+            print(f"  test reconstruction -log p(x|z) {m['reconstruction']:.2f} nats")
     elif args.command == "evaluate":
         print(json.dumps(runs.evaluate_run(args.run_dir, args.num_samples), indent=2,
                          sort_keys=True))

@@ -142,7 +142,7 @@ def latent_vs_pca(model, x, y=None, k=5, batch_size=1000):
     leave-one-out accuracy of the posterior means and of the PCA codes.
 
     Returns:
-      dict of floats: `latent_dim`, `vae_reconstruction_error`,
+      dict of floats: `latent_dim`, `model_reconstruction_error`,
       `pca_reconstruction_error` (and `knn_accuracy_latent`,
       `knn_accuracy_pca` when `y` is given).
     """
@@ -152,7 +152,7 @@ def latent_vs_pca(model, x, y=None, k=5, batch_size=1000):
     axes = tuple(range(1, x.ndim))
     out = {
         "latent_dim": int(z.shape[1]),
-        "vae_reconstruction_error": float(np.mean(np.sum(
+        "model_reconstruction_error": float(np.mean(np.sum(
             (reconstruct(model, x, batch_size) - x) ** 2, axis=axes))),
         "pca_reconstruction_error": float(np.mean(np.sum((pca_recon - x) ** 2, axis=axes))),
     }

@@ -28,6 +28,22 @@ from keras_vae import priors as priors_lib
 __all__ = ["VAE", "BaseAutoencoder", "check_data", "corrupt", "CORRUPTIONS"]
 
 
+def _fingerprint(x):
+    """A number in [0, 2^20) that changes with the values and order of a batch (0 for None).
+
+    Each float's bit pattern is scrambled modulo a prime (pixel values such
+    as k/16 have all-zero low bits, so a plain sum of bits would not do) and
+    weighted by its position; all products stay below 2^63.
+    """
+    if x is None:
+        return tf.constant(0, tf.int64)
+    flat = tf.reshape(tf.cast(x, tf.float32), [-1])
+    bits = tf.cast(tf.bitcast(flat, tf.uint32), tf.int64)
+    mixed = tf.math.floormod(bits * 40503, 65521)
+    weights = tf.math.floormod(tf.range(tf.size(flat, out_type=tf.int64)), 65521) + 1
+    return tf.math.floormod(tf.reduce_sum(mixed * weights), 2 ** 20)
+
+
 def _replica():
     """(replica id, number of replicas in sync) inside a replica context."""
     ctx = tf.distribute.get_replica_context()
@@ -227,20 +243,22 @@ class BaseAutoencoder(keras.Model):
 
     # ------------------------------------------------------------ the steps
 
-    def noise_seed(self, training):
-        """Stateless seed (int32 [2]) for this step and replica.
+    def noise_seed(self, training, x=None):
+        """Stateless seed (int32 [2]) for this step, replica and (in evaluation) batch.
 
         Training: `(seed, 2 * (iterations * replicas + replica))`, so a run
         restored at step t draws what the uninterrupted run drew at step t;
         input corruption uses the odd counter just above it.
-        Evaluation: `(seed, -1 - replica)`, the same on every call.
+        Evaluation: `(seed, -1 - (fingerprint(x) * replicas + replica))`, where
+        the fingerprint hashes the batch's bits: every batch gets its own noise,
+        and evaluating the same data again gives the same numbers.
         """
         replica, replicas = _replica()
         replica = tf.cast(replica, tf.int64)
         if training:
             counter = 2 * (tf.cast(self.optimizer.iterations, tf.int64) * replicas + replica)
         else:
-            counter = -1 - replica
+            counter = -1 - (_fingerprint(x) * replicas + replica)
         return tf.cast(tf.stack([tf.constant(self.seed, tf.int64), counter]), tf.int32)
 
     def encoder_input(self, x, training, seed):
@@ -494,7 +512,7 @@ class VAE(BaseAutoencoder):
         """
         x = tf.cast(x, tf.float32)
         if seed is None:
-            seed = self.noise_seed(training)
+            seed = self.noise_seed(training, x)
         objective = objectives.elbo if self.objective == "elbo" else objectives.iwae
         posterior = self.encoder(self.encoder_input(x, training, seed), training=training)
         return objective(

@@ -308,7 +308,7 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1):
         if config["tensorboard"]:
             from keras_vae.callbacks import tensorboard_callbacks
             callbacks += tensorboard_callbacks(os.path.join(run_dir, "tensorboard"), x_test)
-        if config["stacked"]:
+        if config["stacked"] and not resume:  # a resumed run restores pretrained weights
             from keras_vae import autoencoders
             autoencoders.pretrain_layerwise(model, x_train, epochs=config["epochs"],
                                             batch_size=config["batch_size"], verbose=verbose)

@@ -183,3 +183,17 @@ def test_help_exits_zero(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["train", "--help"])
     assert e.value.code == 0 and "--resume" in capsys.readouterr().out
+
+
+def test_train_an_autoencoder_from_the_cli(tmp_path, capsys):
+    run = str(tmp_path / "ae")
+    assert cli.main(["--quiet", "train", run, "--model", "dae", "--tied", "--stacked",
+                     "--epochs", "2", "--hidden", "16", "--latent-dim", "4",
+                     "--no-export"]) == 0
+    out = capsys.readouterr().out
+    assert "reconstruction" in out and "log p(x)" not in out
+    with open(os.path.join(run, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert "log_likelihood" not in metrics and metrics["model_reconstruction_error"] > 0
+    assert os.path.isfile(os.path.join(run, "plots", "reconstructions.png"))
+    assert not os.path.exists(os.path.join(run, "plots", "samples.png"))  # no prior

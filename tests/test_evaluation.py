@@ -207,7 +207,7 @@ def test_evaluate_model_reports_json_serialisable_consistent_numbers(trained):
     json.dumps(metrics)  # plain floats and ints
     for key in ("log_likelihood", "log_likelihood_bits_per_dim", "elbo", "reconstruction",
                 "kl", "active_units", "num_samples", "num_examples", "knn_accuracy_latent",
-                "knn_accuracy_pca", "pca_reconstruction_error", "vae_reconstruction_error",
+                "knn_accuracy_pca", "pca_reconstruction_error", "model_reconstruction_error",
                 "imputation_mse", "imputation_mse_mean_fill"):
         assert np.isfinite(metrics[key]), key
     assert metrics["num_examples"] == len(x) and metrics["num_samples"] == 200
@@ -220,7 +220,7 @@ def test_evaluate_model_reports_json_serialisable_consistent_numbers(trained):
     assert 1 <= metrics["active_units"] <= 4
     # The PCA comparison reports its numbers; both embeddings carry the labels (chance 0.1).
     assert metrics["knn_accuracy_latent"] > 0.6 and metrics["knn_accuracy_pca"] > 0.6
-    assert 0 < metrics["vae_reconstruction_error"] < 10
+    assert 0 < metrics["model_reconstruction_error"] < 10
     assert 0 < metrics["pca_reconstruction_error"] < 10
     assert metrics == evaluation.evaluate_model(vae, x, y, num_samples=200, seed=0)
 
