@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
-from keras_vae.model import BaseAutoencoder, _replica, corrupt
+from keras_vae.base import BaseAutoencoder, _replica, corrupt
 from keras_vae.networks import MLPDecoder, MLPEncoder, _activation, _Decoder, _hidden
 
 __all__ = [

@@ -46,7 +46,7 @@ import tensorflow_probability as tfp
 
 from keras_vae import objectives
 from keras_vae.distributions import _positive_int, reparameterized_sample
-from keras_vae.model import check_data
+from keras_vae.base import check_data
 
 tfd = tfp.distributions
 
@@ -107,7 +107,7 @@ def decode(model, z):
 def check_inputs(model, x, name="x"):
     """Validates `x` against the model and returns it as a float32 numpy array.
 
-    Uses `keras_vae.model.check_data` when the model declares `data_shape`;
+    Uses `keras_vae.base.check_data` when the model declares `data_shape`;
     otherwise requires a finite real array with a batch axis.
     """
     if isinstance(x, tf.data.Dataset) or x is None or isinstance(x, dict):

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import keras_vae as kv
 from keras_vae.autoencoders import build_autoencoder, pretrain_layerwise
-from keras_vae.model import corrupt
+from keras_vae.base import corrupt
 
 LOG_2PI = np.log(2 * np.pi)
 
