@@ -35,7 +35,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_vae", "keras_vae.*"]),
-    install_requires=_STACK + _EXTRAS["data"] + _EXTRAS["plots"],
+    # The main job (`keras-vae train`) loads data, draws pictures and exports
+    # SavedModel (warm-up records need tensorflow-serving-api) and TFLite (whose
+    # parity check runs in ai-edge-litert): all of it is a plain install.
+    install_requires=(_STACK + _EXTRAS["data"] + _EXTRAS["plots"] + _EXTRAS["tflite"]
+                      + _EXTRAS["serving"]),
     extras_require=_EXTRAS,
     entry_points={"console_scripts": ["keras-vae=keras_vae.cli:main"]},
     license="Apache-2.0",

@@ -86,7 +86,12 @@ def _check_siblings(base_dir, version, model, allow_interface_change):
 
 
 def _write_warmup(version_dir, model, names, model_name):
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError:
+        raise ImportError("Writing TF Serving warm-up records needs tensorflow-serving-api: "
+                          "pip install 'tensorflow-serving-api==2.21.*' (or pass "
+                          "warmup=False)") from None
 
     examples = {"z": np.zeros((1, model.latent_dim), "float32"),
                 "x": np.zeros((1, *model.data_shape), "float32"),

@@ -271,7 +271,11 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
 
 
 def _interpreter(model):
-    from ai_edge_litert.interpreter import Interpreter  # optional dependency: [tflite]
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise ImportError("Running .tflite files needs ai-edge-litert: "
+                          "pip install ai-edge-litert") from None
 
     if isinstance(model, (bytes, bytearray)):
         return Interpreter(model_content=bytes(model))
