@@ -1,0 +1,133 @@
+"""`python -m benchmarks [SUITE ...] [--quick] [--write benchmarks/RESULTS.md]`.
+
+Suites (default: throughput conv loglik export; `all` adds quality):
+
+```none
+throughput  MLP 784-200-200-d VAE, keras_vae vs plain TF, B 32/128/512, d 2/50, IWAE K=5
+conv        the Keras example's conv VAE: keras_vae vs plain TF vs the example's own code
+loglik      kv.log_likelihood K=5000 vs its FLOP floor
+export      artifact sizes, decoder latency at batch 1/256 per runtime
+quality     test log p(x) after a fixed budget: ELBO vs IWAE K=5 vs IWAE K=50
+```
+
+Everything runs in this one process; contestants are interleaved round by
+round. `--quick` (under 3 minutes) shrinks the grid and the rounds and skips
+quality. Tables are printed as they finish; `--write PATH` also replaces their
+sections in PATH (see `benchmarks.report.write_sections`).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SUITES = ("throughput", "conv", "loglik", "export", "quality")
+DEFAULT = ("throughput", "conv", "loglik", "export")
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("suites", nargs="*", metavar="SUITE",
+                   help=f"any of {', '.join(SUITES)}, or all (default: {' '.join(DEFAULT)})")
+    p.add_argument("--quick", action="store_true", help="small grid, few rounds, no quality")
+    p.add_argument("--rounds", type=int, help="interleaved rounds per cell (default 7; quick 3)")
+    p.add_argument("--seconds", type=float, help="wall time per timed run (default 1.5; quick 0.5)")
+    p.add_argument("--spe", type=int, default=10, help="steps_per_execution of kv_spe/kv_xla")
+    p.add_argument("--loglik-n", type=int, help="test images for loglik (default 500; quick 50)")
+    p.add_argument("--loglik-k", type=int, default=5000)
+    p.add_argument("--epochs", type=int, default=10, help="quality: passes per model")
+    p.add_argument("--eval-n", type=int, default=1000, help="quality: test images for log p(x)")
+    p.add_argument("--eval-k", type=int, default=5000, help="quality: importance samples")
+    p.add_argument("--schedule", choices=("short", "paper"), default="short",
+                   help="quality: 'paper' is the IWAE paper's 3,280-pass schedule (days)")
+    p.add_argument("--save-dir", help="quality: save the trained models here (.keras)")
+    p.add_argument("--write", metavar="PATH", help="update these results' sections in PATH")
+    return p
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.suites if s not in SUITES + ("all",)]
+    if unknown:
+        parser.error(f"unknown suite {unknown[0]!r}; expected any of {', '.join(SUITES)} or all")
+    suites = list(args.suites or DEFAULT)
+    if "all" in suites:
+        suites = list(SUITES)
+    if args.quick and "quality" in suites and args.suites and "quality" in args.suites:
+        pass  # asked for explicitly: run it (with its own budget)
+    elif args.quick and "quality" in suites:
+        suites.remove("quality")
+    rounds = args.rounds or (3 if args.quick else 7)
+    seconds = args.seconds or (0.5 if args.quick else 1.5)
+    command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    import keras_vae as kv
+    from benchmarks import report, timing
+
+    started = time.perf_counter()
+    (x_train, _), (x_test, _) = kv.data.load("fashion_mnist")
+    sections = {}
+
+    def emit(name, title, body):
+        text = f"### {title}\n\n{body}\n"
+        print("\n" + text, flush=True)
+        sections[name] = text
+
+    if "throughput" in suites or "conv" in suites:
+        from benchmarks import throughput
+        batches = (32, 128, 512)
+        print("measuring the matmul ceiling ...", flush=True)
+        ceilings = timing.matmul_ceiling(batches, seconds=0.5 if args.quick else 1.0)
+        rows = []
+        if "throughput" in suites:
+            latents = (50,) if args.quick else (2, 50)
+            rows += throughput.mlp_grid(x_train, batches, latents, rounds, seconds, ceilings,
+                                        args.spe, iwae_k=0 if args.quick else 5)
+            if args.quick:  # latent 2 at one batch size
+                rows += throughput.mlp_grid(x_train, (128,), (2,), rounds, seconds, ceilings,
+                                            args.spe, iwae_k=0)
+        if "conv" in suites:
+            rows += throughput.conv_cells(x_train, (128,), 2, rounds, seconds, ceilings, args.spe)
+        emit("throughput", "Training throughput (examples/s)",
+             report.throughput_tables(rows, ceilings))
+    if "loglik" in suites:
+        from benchmarks import loglik, throughput
+        n = args.loglik_n or (50 if args.quick else 500)
+        vae = throughput._kv_mlp(50, "elbo", 1, None, 1)
+        x_eval = kv.data.binarize_static(x_test[:n], seed=1)
+        result = loglik.loglik_benchmark(vae, x_eval, num_samples=args.loglik_k)
+        emit("loglik", f"Log-likelihood evaluation (K={args.loglik_k})", report.loglik_table(result))
+    if "export" in suites:
+        from benchmarks import export_perf, quality
+        print("training a model to export (1 pass) ...", flush=True)
+        vae, _, _ = quality.train_model(x_train[:20000] if args.quick else x_train, "elbo", 1,
+                                        epochs=1)
+        rows = export_perf.export_benchmark(vae, x_train, rounds=rounds,
+                                            calls=10 if args.quick else 20)
+        emit("export", "Export: sizes and decoder latency", report.export_table(rows))
+    if "quality" in suites:
+        from benchmarks import quality
+        rows = quality.quality_benchmark(x_train, x_test, epochs=args.epochs, eval_n=args.eval_n,
+                                         eval_k=args.eval_k, schedule=args.schedule,
+                                         save_dir=args.save_dir)
+        emit("quality", "Quality on dynamically binarized Fashion-MNIST", report.quality_table(rows))
+
+    env = timing.environment()
+    minutes = (time.perf_counter() - started) / 60
+    footer = report.environment_block(env, command) + f" Took {minutes:.1f} min."
+    print("\n" + footer, flush=True)
+    if args.write:
+        for name in sections:
+            sections[name] += "\n" + footer + "\n"
+        report.write_sections(args.write, sections)
+        print(f"updated {args.write}: {', '.join(sections)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

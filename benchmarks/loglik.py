@@ -1,0 +1,68 @@
+"""Log-likelihood evaluation speed: `kv.log_likelihood` (K importance samples) vs its FLOP floor.
+
+```none
+floor (issue's definition) = K x N x (encoder + decoder forward FLOPs) / ceiling
+floor (decoder only)       = K x N x decoder forward FLOPs / ceiling
+```
+The estimator encodes each example once and decodes K latents, so the
+decoder-only floor is the stricter one; both are reported. The ceiling is the
+matmul throughput measured in the same process for the decoder's dominant
+product (`[C*B, 200] x [200, 784]`, C x B rows per chunk). The time excludes
+tracing (one warm-up call on the same batch shape). Peak memory is the
+process's peak RSS growth during the call, to show it stays bounded by the
+chunking (C x B x D floats per tensor), not growing with K.
+"""
+
+import time
+
+import numpy as np
+
+from benchmarks import reference, timing
+
+__all__ = ["loglik_benchmark"]
+
+
+def loglik_benchmark(model, x, num_samples=5000, batch_size=100, log=print):
+    """Times `kv.log_likelihood(model, x, num_samples, batch_size)` against its FLOP floors.
+
+    Args:
+      model: an MLP VAE (784-200-200-d) (weights do not change the cost).
+      x: binary test images `[N, 28, 28, 1]`.
+      num_samples: K.
+      batch_size: examples per batch B.
+
+    Returns:
+      dict with `n`, `k`, `seconds`, `examples_per_s`, `floor_seconds`,
+      `floor_decoder_seconds`, `ratio_to_floor`, `ratio_to_decoder_floor`,
+      `ceiling_gflops`, `peak_growth_mb`, `chunk`, `mean_log_px`, and the
+      extrapolated `seconds_for_10000`.
+    """
+    import keras_vae as kv
+    from keras_vae import evaluation
+
+    n = len(x)
+    latent = model.latent_dim
+    hidden = tuple(layer.units for layer in model.decoder.dense_layers)
+    enc = reference.matmul_flops((784,) + hidden[::-1] + (2 * latent,))
+    dec = reference.matmul_flops((latent,) + hidden + (784,))
+    chunk = evaluation._chunk_size(None, num_samples, min(batch_size, n),
+                                   evaluation._width(model, 784))
+    rows = chunk * min(batch_size, n)
+    ceiling = timing.matmul_ceiling((rows,), k=hidden[-1], n=784, seconds=1.0)[rows]
+    log(f"  log-likelihood K={num_samples} N={n} (chunk {chunk}, ceiling {ceiling:.0f} GFLOP/s) ...")
+    kv.log_likelihood(model, x[:batch_size], num_samples=num_samples, batch_size=batch_size)
+    timing.reset_peak_rss()
+    before = timing.rss()
+    start = time.perf_counter()
+    ll = kv.log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    growth = timing.peak_rss() - before
+    floor = num_samples * n * (enc + dec) / (ceiling * 1e9)
+    floor_dec = num_samples * n * dec / (ceiling * 1e9)
+    return {"n": n, "k": num_samples, "batch_size": batch_size, "chunk": chunk,
+            "seconds": seconds, "examples_per_s": n / seconds,
+            "seconds_for_10000": seconds * 10000 / n,
+            "floor_seconds": floor, "floor_decoder_seconds": floor_dec,
+            "ratio_to_floor": seconds / floor, "ratio_to_decoder_floor": seconds / floor_dec,
+            "ceiling_gflops": ceiling, "peak_growth_mb": growth,
+            "mean_log_px": float(np.mean(ll.log_px))}

@@ -1,0 +1,128 @@
+"""Markdown tables of benchmark rows, and updating their sections in RESULTS.md.
+
+Each suite's tables sit between `<!-- begin: NAME -->` and `<!-- end: NAME -->`
+markers; `write_sections` replaces only the sections it is given (appending
+missing ones), so suites can be re-run separately and the hand-written text
+around them is kept.
+"""
+
+import os
+import re
+
+import numpy as np
+
+from benchmarks.timing import fmt
+
+__all__ = ["table", "throughput_tables", "loglik_table", "quality_table", "export_table",
+           "environment_block", "write_sections"]
+
+
+def table(header, rows):
+    """A markdown table from a header list and rows of cell strings."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell_key(row):
+    k = "" if row["num_samples"] == 1 else f" K={row['num_samples']}"
+    return (row["arch"], row["batch"], row["latent"], row["objective"] + k)
+
+
+def throughput_tables(rows, ceilings):
+    """Summary (one line per cell: ratios to the plain-TF reference) and detail tables."""
+    cells = {}
+    for row in rows:
+        cells.setdefault(_cell_key(row), {})[row["contestant"]] = row
+    summary = []
+    for (arch, batch, latent, objective), c in cells.items():
+        ref = c["ref"]
+        kv_best = max((c[n] for n in c if n.startswith("kv")), key=lambda r: r["ratio_to_ref"])
+        ref_best = max((c[n] for n in c if n.startswith("ref")),
+                       key=lambda r: r["examples_per_s"])
+
+        def ratio(name):
+            return f"{c[name]['ratio_to_ref']:.2f}" if name in c else "-"
+
+        summary.append([
+            arch, batch, latent, objective, fmt(ref["examples_per_s"]),
+            ratio("ref_xla"), ratio("kv_default"), ratio("kv_spe"), ratio("kv_xla"),
+            ratio("keras_example") if "keras_example" in c else "-",
+            f"{kv_best['contestant']} {kv_best['ratio_to_ref'] / ref_best['ratio_to_ref']:.2f}",
+            f"{100 * kv_best['ceiling_share']:.0f}%",
+        ])
+    head = ["arch", "B", "d", "objective", "ref ex/s", "ref_xla", "kv_default", "kv_spe",
+            "kv_xla", "keras_example", "best kv / best ref", "best kv, share of ceiling"]
+    detail = [[r["arch"], r["batch"], r["latent"], _cell_key(r)[3], r["contestant"],
+               fmt(r["examples_per_s"]), f"{r['ratio_to_ref']:.2f} ± {r['ratio_iqr'] / 2:.2f}",
+               fmt(r["gflops"], 1), f"{100 * r['ceiling_share']:.0f}%",
+               fmt(r["peak_mb"]), fmt(r["growth_mb"]),
+               fmt(r["final_loss"], 1) if r["final_loss"] is not None else "-"]
+              for r in rows]
+    dhead = ["arch", "B", "d", "objective", "contestant", "examples/s", "ratio to ref (± IQR/2)",
+             "GFLOP/s", "share of ceiling", "peak RSS MB", "RSS growth MB", "train loss"]
+    ceiling = table(["B (rows of the [B,784]x[784,200] product)", "matmul ceiling GFLOP/s"],
+                    [[b, fmt(g, 1)] for b, g in sorted(ceilings.items())])
+    return ("Ratios are examples/s relative to `ref` in the same cell (medians of per-round "
+            "ratios; > 1 means faster than the plain-TF reference).\n\n"
+            + table(head, summary) + "\n\nMeasured matmul ceiling (same process):\n\n"
+            + ceiling + "\n\nDetail:\n\n" + table(dhead, detail))
+
+
+def loglik_table(result):
+    r = result
+    return table(
+        ["K", "N", "B", "chunk C", "seconds", "examples/s", "10,000 images (extrapolated)",
+         "floor (enc+dec)", "time / floor", "floor (dec only)", "time / dec floor",
+         "ceiling GFLOP/s", "peak RSS growth MB", "mean log p(x)"],
+        [[r["k"], r["n"], r["batch_size"], r["chunk"], fmt(r["seconds"], 1),
+          fmt(r["examples_per_s"], 1), f"{r['seconds_for_10000'] / 60:.1f} min",
+          fmt(r["floor_seconds"], 1) + " s", f"{r['ratio_to_floor']:.2f}x",
+          fmt(r["floor_decoder_seconds"], 1) + " s", f"{r['ratio_to_decoder_floor']:.2f}x",
+          fmt(r["ceiling_gflops"], 1), fmt(r["peak_growth_mb"]), fmt(r["mean_log_px"], 2)]])
+
+
+def quality_table(rows):
+    return table(
+        ["objective", "K (train)", "passes", "schedule", "train time", "train loss",
+         "test ELBO", "test log p(x) (IWAE-5000)", "± s.e.", "gain vs ELBO model (paired)",
+         "bits/dim", "eval images", "eval time"],
+        [[r["objective"], r["k"], r["epochs"], r["schedule"], f"{r['train_seconds'] / 60:.1f} min",
+          fmt(r["train_loss"], 2), fmt(r["test_elbo"], 2), fmt(r["test_log_px"], 2),
+          fmt(r["test_log_px_sem"], 2),
+          f"{r['gain_vs_elbo']:+.2f} ± {r['gain_vs_elbo_sem']:.2f}", f"{r['bits_per_dim']:.4f}",
+          r["eval_n"], f"{r['eval_seconds'] / 60:.1f} min"] for r in rows])
+
+
+def export_table(rows, batch_sizes=(1, 256)):
+    head = ["runtime", "artifact", "size KB"] + [f"batch {b} ms" for b in batch_sizes] + [
+        "max |x_mean - tf.function|"]
+    return table(head, [[r["runtime"], r["artifact"], fmt(r["size_bytes"] / 1024, 1)]
+                        + [fmt(r.get(f"latency_ms_{b}", np.nan), 3) for b in batch_sizes]
+                        + [f"{r['max_abs_diff']:.2g}"] for r in rows])
+
+
+def environment_block(env, command):
+    return (f"Run {env['date']} at commit {env['commit']} with `{command}`; "
+            f"{env['cpu']}; load average at the end {env['load_average']} "
+            f"(the machine was shared); {env['versions']}.")
+
+
+def write_sections(path, sections):
+    """Replaces (or appends) the `<!-- begin: NAME -->` sections of `path`."""
+    text = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    for name, body in sections.items():
+        block = f"<!-- begin: {name} -->\n{body.strip()}\n<!-- end: {name} -->"
+        pattern = re.compile(rf"<!-- begin: {re.escape(name)} -->.*?<!-- end: {re.escape(name)} -->",
+                             re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: block, text)
+        else:
+            text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

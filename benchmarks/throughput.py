@@ -1,0 +1,203 @@
+"""Training throughput: keras_vae vs plain-TF references, interleaved, same data and batch.
+
+Every cell of the grid (architecture, batch size B, latent size d, objective)
+times these contestants for the same number of steps per round:
+
+```none
+ref          PlainMLPVAE / PlainConvVAE: one tf.function step, Python loop over tf.data
+ref_xla      the same step with jit_compile=True (Philox RNG)
+kv_default   kv.VAE + kv.data.make_dataset(binarize="dynamic") + model.fit, compile() defaults
+kv_spe       the same with compile(steps_per_execution=S)          (graph)
+kv_xla       the same with compile(jit_compile=True, steps_per_execution=S)
+keras_example  (conv only) the Keras VAE example's code as written, fed the same batches
+```
+
+Data: dynamically binarized Fashion-MNIST training images (28x28x1); the
+references binarize inside the step, keras_vae in its tf.data pipeline (the
+user-facing way). Examples/s = steps x B / wall time; the ratio column is the
+median of per-round ratios to `ref`. FLOPs per example count 3x the forward
+matmul/conv multiply-adds (forward + backward), for the share of the matmul
+ceiling measured in the same process.
+"""
+
+import numpy as np
+
+from benchmarks import reference, timing
+
+__all__ = ["mlp_grid", "conv_cells", "mlp_flops", "conv_flops", "CONTESTANTS"]
+
+CONTESTANTS = ("ref", "ref_xla", "kv_default", "kv_spe", "kv_xla")
+HIDDEN = (200, 200)
+
+
+def mlp_flops(latent_dim, data_dim=784, hidden=HIDDEN, num_samples=1):
+    """Forward + backward FLOPs per example (3x forward multiply-adds) of the MLP VAE."""
+    enc = reference.matmul_flops((data_dim,) + hidden + (2 * latent_dim,))
+    dec = reference.matmul_flops((latent_dim,) + hidden + (data_dim,))
+    return 3 * (enc + num_samples * dec)
+
+
+def conv_flops(latent_dim=2):
+    """Forward + backward FLOPs per example of the Keras-example conv VAE (28x28x1)."""
+    enc = 2 * (14 * 14 * 9 * 1 * 32 + 7 * 7 * 9 * 32 * 64 + 3136 * 16 + 16 * 2 * latent_dim)
+    # a stride-2 transposed conv costs what the conv it transposes costs (input side)
+    dec = 2 * (latent_dim * 3136 + 7 * 7 * 9 * 64 * 64 + 14 * 14 * 9 * 64 * 32
+               + 28 * 28 * 9 * 32 * 1)
+    return 3 * (enc + dec)
+
+
+def _kv_mlp(latent_dim, objective, num_samples, jit_compile, steps_per_execution):
+    import keras
+
+    import keras_vae as kv
+
+    keras.utils.set_random_seed(0)
+    vae = kv.VAE(kv.MLPEncoder(latent_dim, hidden=HIDDEN, activation="tanh"),
+                 kv.MLPDecoder((28, 28, 1), hidden=HIDDEN, activation="tanh"),
+                 objective=objective, num_samples=num_samples)
+    kwargs = {} if jit_compile is None else {"jit_compile": jit_compile,
+                                             "steps_per_execution": steps_per_execution}
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3), **kwargs)
+    return vae
+
+
+def _kv_conv(latent_dim, jit_compile, steps_per_execution):
+    import keras
+
+    import keras_vae as kv
+
+    keras.utils.set_random_seed(0)
+    vae = kv.VAE(kv.ConvEncoder(latent_dim), kv.ConvDecoder((28, 28, 1)))
+    kwargs = {} if jit_compile is None else {"jit_compile": jit_compile,
+                                             "steps_per_execution": steps_per_execution}
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3), **kwargs)
+    return vae
+
+
+def _fit_runner(model, dataset, steps):
+    def run():
+        history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        return float(history.history["loss"][-1])
+    return run
+
+
+def _loop_runner(model, dataset, steps):
+    return lambda: reference.train_loop(model, dataset, steps)
+
+
+def _calibrate(run_one_step, seconds):
+    """Steps per timed run so that the fastest contestant takes about `seconds`."""
+    import time
+
+    run_one_step(5)  # warm
+    start = time.perf_counter()
+    run_one_step(20)
+    per_step = (time.perf_counter() - start) / 20
+    return max(10, int(seconds / per_step))
+
+
+def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
+    """Builds, warms and times the contestants of one cell. Returns a list of row dicts."""
+    import keras_vae as kv
+
+    kv_ds = kv.data.make_dataset(x, batch_size=batch, binarize="dynamic", drop_remainder=True,
+                                 repeat=True, seed=0)
+    ref_ds = reference.plain_dataset(x, batch, seed=0).repeat()
+    models = {name: build() for name, build in builders.items()}
+
+    def runner(name, steps):
+        model = models[name]
+        if name.startswith("ref"):
+            return _loop_runner(model, ref_ds, steps)
+        return _fit_runner(model, kv_ds, steps)
+
+    # Warm every contestant (tracing, XLA compilation) with a multiple of S steps.
+    for name in models:
+        runner(name, 2 * spe)()
+    steps = _calibrate(lambda n: runner("ref", n)(), seconds)
+    steps = max(spe, steps // spe * spe)
+    runners = {name: runner(name, steps) for name in models}
+    losses = {}
+
+    def timed(name):
+        def go():
+            losses[name] = runners[name]()
+        return go
+
+    result = timing.interleave({n: timed(n) for n in models}, rounds)
+    rows = []
+    ref_seconds = result["ref"]["seconds"]
+    for name in models:
+        secs = result[name]["seconds"]
+        rate = steps * batch / float(np.median(secs))
+        ratio, iqr = timing.median_ratio(ref_seconds, secs)
+        rows.append({
+            "contestant": name, "batch": batch, "steps": steps, "rounds": rounds,
+            "examples_per_s": rate, "ratio_to_ref": ratio, "ratio_iqr": iqr,
+            "gflops": rate * flops / 1e9, "ceiling_share": rate * flops / 1e9 / ceiling,
+            "peak_mb": result[name]["peak_mb"], "growth_mb": result[name]["growth_mb"],
+            "final_loss": losses.get(name),
+        })
+    return rows
+
+
+def mlp_grid(x, batches=(32, 128, 512), latents=(2, 50), rounds=5, seconds=1.0,
+             ceilings=None, spe=10, iwae_k=5, log=print):
+    """Times the MLP VAE over batch sizes and latent sizes (plus IWAE K at B=128, d=50).
+
+    Args:
+      x: training images `[N, 28, 28, 1]` in [0, 1].
+      batches, latents: the grid.
+      rounds: interleaved repetitions per cell (medians reported).
+      seconds: target wall time of one timed run.
+      ceilings: dict B -> GFLOP/s from `timing.matmul_ceiling` (for the share column).
+      spe: steps_per_execution of the `kv_spe` and `kv_xla` contestants.
+      iwae_k: K of the extra IWAE cell (0 to skip).
+      log: progress printer.
+
+    Returns:
+      list of row dicts (one per contestant and cell) with `arch`, `latent`,
+      `objective`, `examples_per_s`, `ratio_to_ref`, `ceiling_share`, `peak_mb`, ...
+    """
+    cells = [(b, d, "elbo", 1) for d in latents for b in batches]
+    if iwae_k:
+        cells.append((128 if 128 in batches else batches[0], max(latents), "iwae", iwae_k))
+    rows = []
+    for batch, latent, objective, k in cells:
+        log(f"  mlp B={batch} d={latent} {objective}{'' if k == 1 else f' K={k}'} ...")
+        builders = {
+            "ref": lambda: reference.PlainMLPVAE(784, HIDDEN, latent, objective=objective,
+                                                 num_samples=k),
+            "ref_xla": lambda: reference.PlainMLPVAE(784, HIDDEN, latent, objective=objective,
+                                                     num_samples=k, jit_compile=True),
+            "kv_default": lambda: _kv_mlp(latent, objective, k, None, 1),
+            "kv_spe": lambda: _kv_mlp(latent, objective, k, False, spe),
+            "kv_xla": lambda: _kv_mlp(latent, objective, k, True, spe),
+        }
+        flops = mlp_flops(latent, num_samples=k)
+        ceiling = (ceilings or {}).get(batch, np.nan)
+        for row in _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
+            rows.append({"arch": "mlp", "latent": latent, "objective": objective,
+                         "num_samples": k, **row})
+    return rows
+
+
+def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None, spe=10,
+               log=print):
+    """Times the Keras-example conv VAE: keras_vae vs plain TF vs the example's own code."""
+    rows = []
+    for batch in batches:
+        log(f"  conv B={batch} d={latent} ...")
+        builders = {
+            "ref": lambda: reference.PlainConvVAE((28, 28, 1), latent),
+            "ref_xla": lambda: reference.PlainConvVAE((28, 28, 1), latent, jit_compile=True),
+            "keras_example": lambda: reference.keras_example_vae(latent),
+            "kv_default": lambda: _kv_conv(latent, None, 1),
+            "kv_spe": lambda: _kv_conv(latent, False, spe),
+            "kv_xla": lambda: _kv_conv(latent, True, spe),
+        }
+        ceiling = (ceilings or {}).get(batch, np.nan)
+        for row in _cell(builders, batch, x, rounds, seconds, conv_flops(latent), ceiling, spe):
+            rows.append({"arch": "conv", "latent": latent, "objective": "elbo",
+                         "num_samples": 1, **row})
+    return rows
