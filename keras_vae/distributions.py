@@ -392,7 +392,22 @@ class BernoulliLikelihood(_LikelihoodHead):
     support_name = "[0, 1]"
 
     def _distribution(self, logits):
-        return tfd.Bernoulli(logits=logits, dtype=tf.float32)
+        return _LogitBernoulli(logits=logits, dtype=tf.float32)
+
+
+class _LogitBernoulli(tfd.Bernoulli):
+    """`tfd.Bernoulli(logits=l)` whose `log_prob(x)` is `x * l - softplus(l)`.
+
+    The same function as TFP's `x log p + (1 - x) log(1 - p)` (also for grey
+    x in [0, 1]) with one softplus instead of two softplus and two
+    `multiply_no_nan`: about 2x faster log_prob + gradient on CPU in graph
+    mode, where it is a large share of a decoder's cost (IWAE, K=5000
+    log-likelihood). Needs finite logits, which decoders produce.
+    """
+
+    def _log_prob(self, event):
+        logits = tf.convert_to_tensor(self._logits)
+        return tf.cast(event, logits.dtype) * logits - tf.nn.softplus(logits)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
