@@ -79,12 +79,21 @@ from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder 
 from keras_vae.priors import MixturePrior, StandardNormalPrior  # noqa: E402
 from keras_vae import applications, evaluation, latent, visualization  # noqa: E402
 from keras_vae import export  # noqa: E402
-from keras_vae import distributed  # noqa: E402
 from keras_vae.applications import anomaly_scores, impute  # noqa: E402
 from keras_vae.evaluation import log_likelihood  # noqa: E402
 from keras_vae.latent import embed  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Imported on first use, so `python -m keras_vae.distributed` does not find it
+    # already imported (runpy warns about that).
+    if name == "distributed":
+        import importlib
+
+        return importlib.import_module("keras_vae.distributed")
+    raise AttributeError(f"module 'keras_vae' has no attribute {name!r}")
 
 __all__ = [
     "VAE",

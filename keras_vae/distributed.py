@@ -25,20 +25,19 @@ python -m keras_vae.distributed RUN_DIR --cluster host1:12345,host2:12345 --task
 python -m keras_vae.distributed RUN_DIR --cluster host1:12345,host2:12345 --task-index 1   # host2
 ```
 
-Across machines: the ports must be reachable between the hosts, the data must
-be readable on every worker (each loads it itself), and RUN_DIR is written by
-the chief (task 0) only (`model.keras`, `history.json`, `status.json`; every
-worker writes `workers/worker-<i>.json`). On GPU machines every local GPU is
-a replica (the global batch is split over all of them) and
-`--communication nccl` selects NCCL all-reduce; on CPU the default is RING
-(gRPC). `--batch-size` is the global batch and must be divisible by the
-number of replicas; the last partial batch of each epoch is dropped.
+Across machines the ports must be reachable between the hosts and every worker
+loads the data itself; the chief (task 0) writes `model.keras`, `history.json`
+and `status.json` to RUN_DIR, every worker `workers/worker-<i>.json`. On GPU
+machines every local GPU is a replica and `--communication nccl` selects NCCL
+all-reduce (CPU default: RING over gRPC). `--batch-size` is the global batch,
+divisible by the number of replicas; each epoch's last partial batch is dropped.
 """
 
 import argparse
 import importlib
 import importlib.util
 import json
+import math
 import os
 import socket
 import subprocess
@@ -51,6 +50,10 @@ __all__ = ["make_strategy", "distribute_data", "fit_distributed", "run_worker", 
            "free_ports", "tf_config", "main"]
 
 _COMMUNICATIONS = ("auto", "ring", "nccl")
+# keras-vae train options the launcher accepts as flags (the rest through --config)
+_FLAGS = {"data": str, "epochs": int, "batch_size": int, "latent_dim": int,
+          "learning_rate": float, "seed": int, "binarize": str, "architecture": str,
+          "objective": str, "num_samples": int}
 
 
 def tf_config(addresses, index):
@@ -61,12 +64,10 @@ def tf_config(addresses, index):
 
 def free_ports(n, host="127.0.0.1"):
     """`n` distinct TCP ports that were free on `host` a moment ago."""
-    sockets = []
+    sockets = [socket.socket() for _ in range(n)]
     try:
-        for _ in range(n):
-            s = socket.socket()
+        for s in sockets:
             s.bind((host, 0))
-            sockets.append(s)
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
@@ -202,6 +203,11 @@ def fit_distributed(model, x, strategy, *, epochs=1, batch_size=128, shuffle=Tru
             callback_list.on_train_batch_end(batch)
         epoch_logs = {k: float(strategy.reduce(tf.distribute.ReduceOp.MEAN, logs[k], axis=None))
                       for k in sorted(logs)}
+        if not math.isfinite(epoch_logs.get("loss", 0.0)):
+            from keras_vae.callbacks import TrainingDivergedError
+            raise TrainingDivergedError(
+                f"The loss became {epoch_logs['loss']} in epoch {epoch + 1}; lower the learning "
+                "rate or check the data's range against the likelihood.")
         callback_list.on_epoch_end(epoch, epoch_logs)
         if verbose and chief:
             print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(
@@ -242,7 +248,8 @@ def run_worker(run_dir, builder=None, communication="auto", timeout_seconds=600,
     Creates the strategy, loads the data named in the config, builds the model
     with `builder(config, data_shape)` under the strategy (default
     `keras_vae.runs.build_model`, the model `keras-vae train` builds), trains
-    with `fit_distributed`, and writes `workers/worker-<i>.json` (history, the
+    with `fit_distributed` (plus `KLWarmup` when the config has `warmup_steps`),
+    and writes `workers/worker-<i>.json` (history, the
     replica count, the step-0 noise seed of its replicas); the chief also writes
     `model.keras`, `history.json` and `status.json`.
 
@@ -271,10 +278,15 @@ def run_worker(run_dir, builder=None, communication="auto", timeout_seconds=600,
         model = _load_builder(builder)(config, x_train.shape[1:])
     seeds = strategy.run(lambda: model.noise_seed(training=True))
     seeds = [s.numpy().tolist() for s in strategy.experimental_local_results(seeds)]
+    callbacks = []
+    if config["warmup_steps"] and config["model"] == "vae":
+        from keras_vae.callbacks import KLWarmup
+        callbacks.append(KLWarmup(config["warmup_steps"], config["warmup_schedule"],
+                                  target=config["beta"]))
     history = fit_distributed(
         model, x_train, strategy, epochs=config["epochs"], batch_size=config["batch_size"],
         seed=config["seed"], binarize="dynamic" if config["binarize"] == "dynamic" else None,
-        verbose=verbose)
+        callbacks=callbacks, verbose=verbose)
     index = _task_index(strategy)
     result = {"task_index": index, "num_replicas": strategy.num_replicas_in_sync,
               "noise_seeds_step0": seeds, "history": history.history,
@@ -308,7 +320,8 @@ def launch(config, run_dir, workers=2, builder=None, timeout=600, overwrite=Fals
       run_dir: output folder; must be empty or missing unless `overwrite`.
       workers: number of worker processes (>= 1).
       builder: None or a "module:function" / "file.py:function" spec (see `run_worker`).
-      timeout: seconds before the workers are killed and TimeoutError is raised.
+      timeout: seconds before the workers are killed and TimeoutError is raised
+        (None: no limit; it also bounds each collective operation).
       overwrite: allow a non-empty `run_dir`.
       save_weights, communication, verbose: passed to every worker.
 
@@ -338,9 +351,9 @@ def launch(config, run_dir, workers=2, builder=None, timeout=600, overwrite=Fals
     runs.atomic_write(os.path.join(run_dir, "config.json"), json.dumps(config, indent=1))
     addresses = [f"127.0.0.1:{p}" for p in free_ports(workers)]
     cmd = [sys.executable, "-m", "keras_vae.distributed", run_dir, "--worker",
-           "--communication", communication, "--collective-timeout", str(int(timeout)),
-           "--verbose", str(verbose)] + (["--builder", builder] if builder else []) \
-        + (["--save-weights"] if save_weights else [])
+           "--communication", communication, "--verbose", str(verbose)] \
+        + (["--collective-timeout", str(timeout)] if timeout else []) \
+        + (["--builder", builder] if builder else []) + (["--save-weights"] if save_weights else [])
     procs, logs = [], []
     try:
         for i in range(workers):
@@ -350,7 +363,7 @@ def launch(config, run_dir, workers=2, builder=None, timeout=600, overwrite=Fals
                    "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
             procs.append(subprocess.Popen(cmd, env=env, stdout=log if i else None, stderr=log,
                                           start_new_session=True))
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout or math.inf)
         while any(p.poll() is None for p in procs):
             failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
             if failed:
@@ -364,10 +377,10 @@ def launch(config, run_dir, workers=2, builder=None, timeout=600, overwrite=Fals
             raise RuntimeError(f"Worker {failed[0]} failed:\n" + _tail(logs[failed[0]]))
     finally:
         for p in procs:
-            if p.poll() is None:
+            if p.poll() is None:  # our own children, each in its own session
                 try:
                     os.killpg(p.pid, 9)
-                except ProcessLookupError:
+                except ProcessLookupError:  # exited meanwhile
                     pass
                 p.wait(timeout=30)
         for log in logs:
@@ -394,42 +407,42 @@ def main(argv=None):
     parser.add_argument("--cluster", help="host:port,host:port,... (one process per machine)")
     parser.add_argument("--task-index", type=int, help="this machine's index in --cluster")
     parser.add_argument("--config", help="JSON config file (keras-vae train's keys)")
-    for flag, kind in (("data", str), ("epochs", int), ("batch-size", int),
-                       ("latent-dim", int), ("learning-rate", float), ("seed", int),
-                       ("binarize", str), ("architecture", str), ("objective", str),
-                       ("num-samples", int)):
-        parser.add_argument(f"--{flag}", type=kind)
+    for flag, kind in _FLAGS.items():
+        parser.add_argument("--" + flag.replace("_", "-"), type=kind)
     parser.add_argument("--builder", help="module:function building the model (config, shape)")
     parser.add_argument("--communication", default="auto", choices=_COMMUNICATIONS)
-    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--timeout", type=float, help="seconds before the workers are killed")
     parser.add_argument("--collective-timeout", type=float, default=None)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--save-weights", action="store_true")
     parser.add_argument("--verbose", type=int, default=1)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:  # spawned by launch(): TF_CONFIG is set, config.json written
-        run_worker(args.run_dir, args.builder, args.communication, args.collective_timeout,
+    worker_args = (args.run_dir, args.builder, args.communication, args.collective_timeout,
                    args.save_weights, args.verbose)
+    if args.worker:  # spawned by launch(): TF_CONFIG is set, config.json written
+        run_worker(*worker_args)
         return 0
     from keras_vae import runs
 
-    overrides = {k: getattr(args, k) for k in ("data", "epochs", "batch_size", "latent_dim",
-                                               "learning_rate", "seed", "binarize",
-                                               "architecture", "objective", "num_samples")}
-    config = runs.resolve_config(overrides, args.config)
-    if args.cluster:  # one process of a multi-machine cluster
-        if args.task_index is None:
-            parser.error("--cluster needs --task-index")
-        os.makedirs(args.run_dir, exist_ok=True)
-        runs.atomic_write(os.path.join(args.run_dir, "config.json"), json.dumps(config, indent=1))
-        os.environ["TF_CONFIG"] = tf_config(args.cluster.split(","), args.task_index)
-        run_worker(args.run_dir, args.builder, args.communication, args.collective_timeout,
-                   args.save_weights, args.verbose)
-        return 0
-    launch(config, args.run_dir, workers=args.workers, builder=args.builder,
-           timeout=args.timeout, overwrite=args.overwrite, save_weights=args.save_weights,
-           communication=args.communication, verbose=args.verbose)
+    try:
+        config = runs.resolve_config({k: getattr(args, k) for k in _FLAGS}, args.config)
+        if args.cluster:  # one process of a multi-machine cluster
+            if args.task_index is None:
+                parser.error("--cluster needs --task-index")
+            os.makedirs(args.run_dir, exist_ok=True)
+            runs.atomic_write(os.path.join(args.run_dir, "config.json"),
+                              json.dumps(config, indent=1))
+            os.environ["TF_CONFIG"] = tf_config(args.cluster.split(","), args.task_index)
+            run_worker(*worker_args)
+        else:
+            launch(config, args.run_dir, workers=args.workers, builder=args.builder,
+                   timeout=args.timeout, overwrite=args.overwrite,
+                   save_weights=args.save_weights, communication=args.communication,
+                   verbose=args.verbose)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
