@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import signatures
+from keras_vae.files import atomic_write
 from keras_vae import tflite as tflite_lib
 from keras_vae.parity import (TOLERANCES, parity_report, run_saved_model_cli,
                               run_session_loader)
@@ -85,13 +86,20 @@ def _check_siblings(base_dir, version, model, allow_interface_change):
                     )
 
 
-def _write_warmup(version_dir, model, names, model_name):
+def _serving_apis():
+    """(model_pb2, predict_pb2, prediction_log_pb2) of tensorflow-serving-api, or an
+    ImportError that says what to install."""
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
     except ImportError:
         raise ImportError("Writing TF Serving warm-up records needs tensorflow-serving-api: "
                           "pip install 'tensorflow-serving-api==2.21.*' (or pass "
                           "warmup=False)") from None
+    return model_pb2, predict_pb2, prediction_log_pb2
+
+
+def _write_warmup(version_dir, model, names, model_name):
+    model_pb2, predict_pb2, prediction_log_pb2 = _serving_apis()
 
     examples = {"z": np.zeros((1, model.latent_dim), "float32"),
                 "x": np.zeros((1, *model.data_shape), "float32"),
@@ -159,7 +167,7 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
         )
     _check_siblings(base_dir, version, model, allow_interface_change)
     if warmup:
-        import tensorflow_serving.apis  # noqa: F401  fail before writing anything
+        _serving_apis()  # fail before writing anything
     os.makedirs(base_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
     old = None
@@ -224,7 +232,7 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
     converted = tflite_lib.convert(model, variants, representative_data, sampler)
     os.makedirs(out_dir, exist_ok=True)
     for variant, content in converted.items():
-        _atomic_write(paths[variant], content)
+        atomic_write(paths[variant], content)
     return {v: paths[v] for v in converted}
 
 
@@ -236,20 +244,6 @@ def _refuse_existing(paths, overwrite):
             "(`keras-vae export --overwrite`) or choose another directory. "
             f"Received: existing={existing}"
         )
-
-
-def _atomic_write(path, content):
-    if isinstance(content, str):
-        content = content.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16", "int8"),

@@ -60,6 +60,31 @@ def _deserialize_head(value):
     return value
 
 
+def _dense_stack(owner, width):
+    """Builds `owner.hidden` Dense layers and the params layer on inputs of `width`.
+
+    Returns `(dense_layers, params_layer)`; the params layer is linear with
+    `owner.head.params_size()` units.
+    """
+    layers = []
+    for i, units in enumerate(owner.hidden):
+        layer = keras.layers.Dense(units, activation=owner.activation, name=f"dense_{i}",
+                                   dtype=owner.dtype_policy)
+        layer.build((None, width))
+        layers.append(layer)
+        width = units
+    params = keras.layers.Dense(owner.head.params_size(), name="params",
+                                dtype=owner.dtype_policy)
+    params.build((None, width))
+    return layers, params
+
+
+def _apply(layers, h):
+    for layer in layers:
+        h = layer(h)
+    return h
+
+
 class _Encoder(keras.layers.Layer):
     """Shared machinery: posterior head, input checks, config."""
 
@@ -160,23 +185,11 @@ class MLPEncoder(_Encoder):
 
     def _build_body(self, data_shape):
         self._flat_dim = int(np.prod(data_shape))
-        self.dense_layers = []
-        width = self._flat_dim
-        for i, units in enumerate(self.hidden):
-            layer = keras.layers.Dense(units, activation=self.activation,
-                                       name=f"dense_{i}", dtype=self.dtype_policy)
-            layer.build((None, width))
-            self.dense_layers.append(layer)
-            width = units
-        self.params_layer = keras.layers.Dense(self.head.params_size(), name="params",
-                                               dtype=self.dtype_policy)
-        self.params_layer.build((None, width))
+        self.dense_layers, self.params_layer = _dense_stack(self, self._flat_dim)
 
     def _body(self, x, training):
         h = tf.reshape(x, [-1, self._flat_dim])
-        for layer in self.dense_layers:
-            h = layer(h)
-        return self.params_layer(h)
+        return self.params_layer(_apply(self.dense_layers, h))
 
     def get_config(self):
         return {**super().get_config(), "hidden": list(self.hidden),
@@ -210,23 +223,10 @@ class MLPDecoder(_Decoder):
         self.activation = _activation(activation)
 
     def _build_body(self, latent_dim):
-        self.dense_layers = []
-        width = latent_dim
-        for i, units in enumerate(self.hidden):
-            layer = keras.layers.Dense(units, activation=self.activation,
-                                       name=f"dense_{i}", dtype=self.dtype_policy)
-            layer.build((None, width))
-            self.dense_layers.append(layer)
-            width = units
-        self.params_layer = keras.layers.Dense(self.head.params_size(), name="params",
-                                               dtype=self.dtype_policy)
-        self.params_layer.build((None, width))
+        self.dense_layers, self.params_layer = _dense_stack(self, latent_dim)
 
     def _body(self, z, training):
-        h = z
-        for layer in self.dense_layers:
-            h = layer(h)
-        return self.params_layer(h)
+        return self.params_layer(_apply(self.dense_layers, z))
 
     def get_config(self):
         return {**super().get_config(), "hidden": list(self.hidden),
@@ -283,26 +283,11 @@ class ConvEncoder(_Encoder):
             shape = layer.compute_output_shape(shape)
             self.conv_layers.append(layer)
         self._flat_dim = int(np.prod(shape[1:]))
-        self.dense_layers = []
-        width = self._flat_dim
-        for i, units in enumerate(self.hidden):
-            layer = keras.layers.Dense(units, activation=self.activation,
-                                       name=f"dense_{i}", dtype=self.dtype_policy)
-            layer.build((None, width))
-            self.dense_layers.append(layer)
-            width = units
-        self.params_layer = keras.layers.Dense(self.head.params_size(), name="params",
-                                               dtype=self.dtype_policy)
-        self.params_layer.build((None, width))
+        self.dense_layers, self.params_layer = _dense_stack(self, self._flat_dim)
 
     def _body(self, x, training):
-        h = x
-        for layer in self.conv_layers:
-            h = layer(h)
-        h = tf.reshape(h, [-1, self._flat_dim])
-        for layer in self.dense_layers:
-            h = layer(h)
-        return self.params_layer(h)
+        h = tf.reshape(_apply(self.conv_layers, x), [-1, self._flat_dim])
+        return self.params_layer(_apply(self.dense_layers, h))
 
     def get_config(self):
         return {**super().get_config(), "filters": list(self.filters),

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.files import atomic_write
 from keras_vae import signatures
 from keras_vae import tflite as tflite_lib
 from keras_vae.base import check_data
@@ -318,8 +319,8 @@ def parity_report(model, out_dir, saved_model_dir=None, tflite_paths=None, data=
         "versions": _versions(),
     }
     os.makedirs(out_dir, exist_ok=True)
-    _write_text(os.path.join(out_dir, "parity.json"), json.dumps(report, indent=2) + "\n")
-    _write_text(os.path.join(out_dir, "parity.md"), _markdown(report))
+    atomic_write(os.path.join(out_dir, "parity.json"), json.dumps(report, indent=2) + "\n")
+    atomic_write(os.path.join(out_dir, "parity.md"), _markdown(report))
     return report
 
 
@@ -333,10 +334,3 @@ def _versions():
     except Exception:  # noqa: BLE001  the [tflite] extra is optional
         pass
     return versions
-
-
-def _write_text(path, text):
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -24,14 +24,15 @@ import io
 import json
 import os
 import shutil
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.files import atomic_write, save_model
+
 __all__ = ["DEFAULTS", "resolve_config", "build_model", "train", "load_run",
-           "evaluate_run", "plot_run", "export_run", "sample_run", "atomic_write"]
+           "evaluate_run", "plot_run", "export_run", "sample_run"]
 
 DEFAULTS = {
     # data
@@ -162,22 +163,6 @@ def build_model(config, data_shape):
 
 # ------------------------------------------------------------- file writes
 
-def atomic_write(path, data):
-    """Writes `data` (str or bytes) to `path` via a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
@@ -188,20 +173,6 @@ def _jsonable(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def save_model(model, path):
-    """`model.save` to a temporary `.keras` name, then rename over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=folder)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _write_history(run_dir, history):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import keras_vae as kv
-from keras_vae import cli, runs
+from keras_vae import cli, files
 from keras_vae.callbacks import StopOnNaN, TrainingDivergedError
 
 TRAIN = ["--quiet", "train", "--epochs", "4", "--hidden", "32", "--batch-size", "8",
@@ -70,19 +70,19 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
 
 SAVE_LOOP = textwrap.dedent("""
     import sys, keras_vae as kv
-    from keras_vae import runs
+    from keras_vae import files
     path, ready = sys.argv[1], sys.argv[2]
     big = kv.VAE(kv.MLPEncoder(2, hidden=(1500, 1500)), kv.MLPDecoder((28, 28, 1), hidden=(1500,)))
     open(ready, "w").close()
     while True:
-        runs.save_model(big, path)
+        files.save_model(big, path)
 """)
 
 
 def test_kill_during_save_leaves_the_earlier_model_loadable(tmp_path):
     path, ready = str(tmp_path / "model.keras"), str(tmp_path / "ready")
     small = kv.VAE(kv.MLPEncoder(2, hidden=(8,)), kv.MLPDecoder((28, 28, 1), hidden=(8,)))
-    runs.save_model(small, path)
+    files.save_model(small, path)
     proc = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, path, ready],
                             env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     try:
@@ -129,14 +129,14 @@ def test_diverging_cli_run_exits_1_and_records_the_failure(tmp_path, capsys):
 
 def test_atomic_write_leaves_old_content_on_failure(tmp_path):
     path = str(tmp_path / "f.json")
-    runs.atomic_write(path, "old")
+    files.atomic_write(path, "old")
 
     class Boom(str):
         def encode(self, *args):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        runs.atomic_write(path, Boom("new"))
+        files.atomic_write(path, Boom("new"))
     assert open(path).read() == "old"
     assert os.listdir(tmp_path) == ["f.json"]
 
