@@ -14,29 +14,17 @@ Example:
 >>> ds = make_dataset(x_train, batch_size=128, binarize="dynamic")
 """
 
-import gzip
-import math
 import os
-import struct
-import zipfile
-import zlib
 
-import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_vae import sources
 
 __all__ = ["load", "make_dataset", "binarize_static"]
 
 KNOWN_NAMES = ("digits", "fashion_mnist", "mnist")
 _BINARIZE_MODES = (None, "static", "dynamic")
-_SYSTEM_DATA_DIR = "/usr/share/datasets"
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-_GRAY_MODES = ("1", "L", "LA")
-_COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
-# IDX type code -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/).
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _DIGITS_TEST_SIZE = 300
 _DEFAULT_SPLIT = 0.1
 
@@ -104,14 +92,14 @@ def load(name_or_path="digits", *, binarize=None, data_dir=None, download=True,
     if validation_split is not None and key in ("fashion_mnist", "mnist"):
         raise _own_split_error(key, validation_split)
     if key == "digits":
-        x, y = _load_digits()
+        x, y = sources.load_digits()
         split, divisor = _split(x, y, seed, validation_split or _DIGITS_TEST_SIZE / len(x)), 16
     elif key in ("fashion_mnist", "mnist"):
-        split, divisor = _load_idx_data_set(key, data_dir, download), 255
+        split, divisor = sources.load_idx_data_set(key, data_dir, download), 255
     elif os.path.isdir(key):
-        split, divisor = _split(*_read_image_folder(key), seed, fraction), 255
+        split, divisor = _split(*sources.read_image_folder(key), seed, fraction), 255
     elif os.path.isfile(key) and key.lower().endswith((".npz", ".npy")):
-        arrays = _read_numpy(key)
+        arrays = sources.read_numpy(key)
         if "x_train" in arrays and "x_test" in arrays:
             if validation_split is not None:
                 raise _own_split_error(key, validation_split)
@@ -369,149 +357,3 @@ def _as_labels(y, n, source, name):
         raise ValueError(f"{source}: expected {name} to be {n} integer labels of shape ({n},). "
                          f"Received: {name}.shape={y.shape}, {name}.dtype={y.dtype}")
     return y.astype(np.int64)
-
-
-def _load_digits():
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise ImportError("load('digits') needs scikit-learn: "
-                          "pip install 'keras-vae[data]'") from e
-    digits = load_digits()
-    return digits.images.astype(np.uint8), digits.target  # (1797, 8, 8), values 0..16
-
-
-def _read_numpy(path):
-    """Reads a .npz/.npy file into a dict of arrays; wraps numpy's errors."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                return {k: loaded[k] for k in loaded.files}
-        return {"x": loaded}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        raise ValueError(f"Could not read {path} as a NumPy .npz/.npy array file "
-                         f"({type(e).__name__}: {e}). Received: name_or_path={path!r}") from e
-
-
-def _read_image_folder(path):
-    """Reads a folder of images -> uint8 (N, H, W[, 3]) and int labels or None."""
-    try:
-        from PIL import Image
-    except ImportError as e:
-        raise ImportError("Reading an image folder needs Pillow: pip install "
-                          "'keras-vae[data]'") from e
-
-    def images_in(folder):
-        names = [os.path.join(folder, f) for f in sorted(os.listdir(folder))]
-        return [f for f in names if f.lower().endswith(_IMAGE_EXTENSIONS) and os.path.isfile(f)]
-
-    classes = sorted(d for d in os.listdir(path)
-                     if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
-    files = [(f, None) for f in images_in(path)]
-    if classes and files:
-        raise ValueError(f"{path} mixes images ({files[0][0]}) with class subfolders "
-                         f"{classes}; put every image in a class subfolder or use none. "
-                         f"Received: name_or_path={path!r}")
-    for label, c in enumerate(classes):
-        files += [(f, label) for f in images_in(os.path.join(path, c))]
-    if not files:
-        raise ValueError(f"{path} holds no {'/'.join(_IMAGE_EXTENSIONS)} images (directly or "
-                         f"in class subfolders). Received: name_or_path={path!r}")
-    arrays, first = [], None
-    for f, _ in files:
-        try:
-            with Image.open(f) as image:
-                if image.mode not in _GRAY_MODES + _COLOUR_MODES:
-                    raise ValueError(f"unsupported image mode {image.mode!r}")
-                mode = "L" if image.mode in _GRAY_MODES else "RGB"
-                array = np.asarray(image.convert(mode))
-                size = f"{image.size[0]}x{image.size[1]} {mode}"
-        except (OSError, ValueError) as e:
-            raise ValueError(f"Expected a readable PNG/JPEG/BMP/GIF image ({e}). "
-                             f"Received: file={f!r}") from e
-        if first is None:
-            first = (f, size, array.shape)
-        elif array.shape != first[2]:
-            raise ValueError("All images must have the same size and mode. Received: "
-                             f"{first[0]} is {first[1]} but {f} is {size}")
-        arrays.append(array)
-    labels = None if not classes else np.array([label for _, label in files], np.int64)
-    return np.stack(arrays), labels
-
-
-def _read_idx(path):
-    """Parses an IDX file (gzipped or not) into a numpy array of its stored shape."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"Could not read the IDX file ({e}). Received: path={path!r}") from e
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise ValueError(f"{path} is not an IDX file: magic number {raw[:4].hex() or 'missing'}, "
-                         "expected 0000 then a type code (08, 09, 0b, 0c, 0d, 0e) and ndim >= 1")
-    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path} is truncated: its header needs {header} bytes, "
-                         f"the file has {len(raw)}")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected, found = math.prod(dims) * dtype.itemsize, len(raw) - header
-    if found != expected:
-        raise ValueError(f"{path} is truncated or corrupt: its header gives shape {dims} "
-                         f"({expected} bytes of data) but it holds {found} bytes")
-    return np.frombuffer(raw, dtype, offset=header).reshape(dims)
-
-
-def _find_idx_files(folder):
-    """The four IDX paths in `folder` (x_train, y_train, x_test, y_test) or None."""
-    paths = []
-    for stem in _IDX_STEMS:
-        dotted = stem.replace("-idx", ".idx")  # Some mirrors name them train-images.idx3-ubyte.
-        names = [os.path.join(folder, n) for n in (stem + ".gz", stem, dotted + ".gz", dotted)]
-        found = [n for n in names if os.path.isfile(n)]
-        if not found:
-            return None
-        paths.append(found[0])
-    return paths
-
-
-def _load_idx_data_set(name, data_dir, download):
-    """Searches local IDX folders / mnist.npz, then keras.datasets if allowed."""
-    sub = "fashion-mnist" if name == "fashion_mnist" else "mnist"
-    keras_home = os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))
-    keras_dir = os.path.join(keras_home, "datasets")
-    roots = [] if data_dir is None else [os.fspath(data_dir)]
-    places = [p for root in roots for p in (root, os.path.join(root, sub))]
-    places += [os.path.join(_SYSTEM_DATA_DIR, sub), os.path.join(keras_dir, sub)]
-    if name == "mnist":  # keras.datasets.mnist caches one npz.
-        places += [os.path.join(root, "mnist.npz") for root in roots + [keras_dir]]
-    for place in places:
-        if place.endswith(".npz") and os.path.isfile(place):
-            a = _read_numpy(place)
-            if not {"x_train", "y_train", "x_test", "y_test"} <= set(a):
-                raise ValueError(f"{place} lacks x_train/y_train/x_test/y_test. "
-                                 f"Received: keys={sorted(a)}")
-            return (a["x_train"], a["y_train"]), (a["x_test"], a["y_test"])
-        paths = os.path.isdir(place) and _find_idx_files(place)
-        if paths:
-            x_train, y_train, x_test, y_test = (_read_idx(p) for p in paths)
-            return (x_train, y_train), (x_test, y_test)
-    looked = "\n".join(f"  - {p}" for p in places)
-    message = (
-        f"Could not find the {name} data set. Looked in (for {', '.join(_IDX_STEMS)}, each "
-        f"optionally .gz{', or mnist.npz' if name == 'mnist' else ''}):\n{looked}\nTo get it: "
-        + ("`apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs to "
-           "/usr/share/datasets/fashion-mnist/), or " if name == "fashion_mnist" else "")
-        + "download the four IDX .gz files into a folder and pass data_dir=... (--data-dir on "
-        f"the command line), or use download=True with internet access. "
-        f"Received: name_or_path={name!r}, data_dir={data_dir!r}, download={download}")
-    if not download:
-        raise FileNotFoundError(message)
-    try:
-        return getattr(keras.datasets, name).load_data()
-    except Exception as e:  # Any download/extraction failure ends in the same advice.
-        raise FileNotFoundError(f"{message}\nDownloading with keras.datasets.{name}.load_data() "
-                                f"failed: {type(e).__name__}: {e}") from e

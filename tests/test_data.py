@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae import data
+from keras_vae import data, sources
 
 
 def _epoch(ds):
@@ -44,7 +44,7 @@ def _write_mnist_like(folder, compress=True, n_train=6, n_test=4):
 @pytest.fixture
 def no_local_mnist(tmp_path, monkeypatch):
     """Points the system and Keras data folders at empty temporary folders."""
-    monkeypatch.setattr(data, "_SYSTEM_DATA_DIR", str(tmp_path / "system"))
+    monkeypatch.setattr(sources, "_SYSTEM_DATA_DIR", str(tmp_path / "system"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     return tmp_path
 
