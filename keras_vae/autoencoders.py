@@ -10,8 +10,9 @@ input checks, metrics, stateless seeds and `.keras` saving.
 - Denoising: `corruption="gaussian" | "masking" | "salt_and_pepper"` corrupts
   the encoder's input during training (seeded from the step counter, Philox);
   the target stays the clean input. The same option exists on `VAE`.
-- Tied weights: `TiedMLPDecoder` uses the transposed kernels of an
-  `MLPEncoder` (one variable each, also after loading) and its own biases.
+- Tied weights: `TiedMLPDecoder` (keras_vae/tied.py) uses the transposed
+  kernels of an `MLPEncoder` (one variable each, also after loading) and its
+  own biases.
 - Stacked: `pretrain_layerwise` trains the layers greedily, outer pair first,
   before end-to-end fine-tuning with `fit`.
 - `build_autoencoder` assembles these from plain arguments (the CLI's entry).
@@ -23,34 +24,19 @@ import tensorflow as tf
 
 from keras_vae import distributions as dists
 from keras_vae.base import BaseAutoencoder, _replica, corrupt
-from keras_vae.networks import MLPDecoder, MLPEncoder, _activation, _Decoder, _hidden
+from keras_vae.networks import MLPDecoder, MLPEncoder, _hidden
+from keras_vae.objectives import reconstruction_objective
+from keras_vae.tied import TiedMLPDecoder, _TiedDense
 
 __all__ = [
     "Autoencoder",
     "TiedMLPDecoder",
-    "reconstruction_objective",
     "pretrain_layerwise",
     "build_autoencoder",
     "KINDS",
 ]
 
 KINDS = ("ae", "dae")
-
-
-def reconstruction_objective(x, posterior, likelihood_fn):
-    """The autoencoder's objective: `-log p(x | z = E[q(z|x)])` in nats.
-
-    Args:
-      x: data, `[B] + event_shape`, float32 (the clean target).
-      posterior: `q(z|x)` (a point mass), batch shape `[B]`, event `[d]`.
-      likelihood_fn: maps `z [B, d]` to `p(x|z)` with batch shape `[B]`.
-
-    Returns:
-      dict with per-example `reconstruction` `[B]` and the scalar `loss`, its
-      batch mean.
-    """
-    reconstruction = -likelihood_fn(posterior.mean()).log_prob(x)
-    return {"loss": tf.reduce_mean(reconstruction), "reconstruction": reconstruction}
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -132,164 +118,6 @@ class Autoencoder(BaseAutoencoder):
             "A deterministic autoencoder has no prior p(z) to sample from; train a "
             f"keras_vae.VAE to generate data. Received: model={type(self).__name__}"
         )
-
-
-class _Untracked:
-    """Holds a layer that Keras must neither track nor save twice (the source of a tie)."""
-
-    __slots__ = ("layer",)
-
-    def __init__(self, layer):
-        self.layer = layer
-
-
-class _TiedDense(keras.layers.Layer):
-    """`y = activation(x @ W[:, :input_dim]^T + b)`: the transpose of a source Dense
-    layer's kernel `W` (shape `[units, n]`, shared, not copied) and an own bias `b`."""
-
-    def __init__(self, source, input_dim, activation=None, **kwargs):
-        super().__init__(**kwargs)
-        self._source = _Untracked(source)
-        self.input_dim = int(input_dim)
-        self.activation = keras.activations.get(activation)
-
-    @property
-    def tied_kernel(self):
-        """The source layer's kernel variable, `[units, n]` (this layer uses its transpose)."""
-        return self._source.layer.kernel
-
-    def build(self, input_shape):
-        self.bias = self.add_weight(name="bias", shape=(self.tied_kernel.shape[0],),
-                                    initializer="zeros")
-        self.built = True
-
-    def call(self, x):
-        kernel = tf.cast(self.tied_kernel, self.compute_dtype)[:, :self.input_dim]
-        return self.activation(tf.matmul(x, kernel, transpose_b=True) + self.bias)
-
-
-@keras.saving.register_keras_serializable(package="keras_vae")
-class TiedMLPDecoder(_Decoder):
-    """MLP decoder whose Dense kernels are the transposed kernels of an `MLPEncoder`.
-
-    The decoder mirrors the encoder: its layer `j` uses the kernel of encoder
-    layer `n - 1 - j` transposed (the same variable, so the tie survives
-    training and `.keras` saving) with its own bias; only the loc columns of
-    the encoder's output layer are used. Tying roughly halves the parameters.
-    The tie is made by `tie(encoder)`, which `Autoencoder` and `VAE` call when
-    they are built (also after loading), so pass both layers to one model.
-
-    #### Mathematical details
-
-    ```none
-    encoder: h_1 = act(W_1 x + c_1), ..., z = W_n h_{n-1} + c_n      (W_n: loc rows)
-    decoder: g_{n-1} = act(W_n^T z + b_n), ..., params = W_1^T g_1 + b_1
-    ```
-
-    Args:
-      output_shape: data shape; must match the encoder's input.
-      likelihood: as in `MLPDecoder`, with one parameter per data element
-        ("bernoulli", "gaussian", "continuous_bernoulli" or a head).
-      activation: hidden activation, default None = the encoder's.
-
-    Call arguments:
-      z: float tensor `[...] + [latent_dim]`.
-
-    Returns:
-      `p(x|z)`, batch shape `[...]`, event shape `output_shape`.
-
-    Raises:
-      ValueError: if the encoder is not an `MLPEncoder` or does not mirror
-        this decoder, or the likelihood needs several parameters per element.
-
-    Example:
-      >>> enc = MLPEncoder(8, hidden=(64, 32), posterior="point_mass")
-      >>> ae = keras_vae.Autoencoder(enc, TiedMLPDecoder((8, 8, 1)))
-      >>> ae.decoder.tied_kernels()[0] is enc.params_layer.kernel
-      True
-    """
-
-    def __init__(self, output_shape, likelihood="bernoulli", activation=None, **kwargs):
-        super().__init__(output_shape, likelihood=likelihood, **kwargs)
-        self.activation = None if activation is None else _activation(activation)
-        self._encoder = None
-        if self.head.num_params != 1:
-            raise ValueError(
-                "A tied decoder mirrors the encoder's input layer, so its likelihood "
-                "needs one parameter per data element. Received: likelihood="
-                f"{self.head.likelihood_name!r} with {self.head.num_params} parameters"
-            )
-
-    def tie(self, encoder):
-        """Ties this decoder to `encoder` (a built `MLPEncoder`); builds the decoder."""
-        if self._encoder is not None:
-            if self._encoder.layer is not encoder:
-                raise ValueError(
-                    "This TiedMLPDecoder is already tied to another encoder. "
-                    f"Received: encoder={encoder.name!r}"
-                )
-            return
-        if not isinstance(encoder, MLPEncoder):
-            raise ValueError(
-                "TiedMLPDecoder reuses the Dense kernels of an MLPEncoder. "
-                f"Received: encoder of type {type(encoder).__name__}"
-            )
-        if not encoder.built:
-            raise ValueError(f"Build the encoder before tying. Received: encoder={encoder.name!r}")
-        if encoder._flat_dim != int(np.prod(self.event_shape)):
-            raise ValueError(
-                f"The encoder reads inputs of shape {encoder.input_spec_shape}, which do "
-                f"not mirror this decoder's output. Received: output_shape={self.event_shape}"
-            )
-        self._encoder = _Untracked(encoder)
-        self.built = False  # Keras may have marked it built while loading; build for real
-        self.build((None, encoder.latent_dim))
-
-    def build_from_config(self, config):
-        pass  # built by `tie`, once the encoder's kernels exist
-
-    def build(self, input_shape):
-        if self._encoder is None:
-            raise ValueError(
-                "A TiedMLPDecoder has no kernels of its own: pass it with an MLPEncoder "
-                "to keras_vae.Autoencoder or VAE, or call decoder.tie(encoder). "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        super().build(input_shape)
-
-    def _build_body(self, latent_dim):
-        encoder = self._encoder.layer
-        if latent_dim != encoder.latent_dim:
-            raise ValueError(
-                f"Expected latents of size {encoder.latent_dim}, the encoder's "
-                f"latent_dim. Received: latent_dim={latent_dim}"
-            )
-        activation = self.activation or encoder.activation
-        sources = list(encoder.dense_layers) + [encoder.params_layer]
-        widths = [layer.kernel.shape[0] for layer in sources[1:]] + [latent_dim]
-        mirrored = []
-        for j, (source, width) in enumerate(zip(reversed(sources), reversed(widths))):
-            last = j == len(sources) - 1
-            layer = _TiedDense(source, width, activation=None if last else activation,
-                               name="params" if last else f"dense_{j}",
-                               dtype=self.dtype_policy)
-            layer.build((None, width))
-            mirrored.append(layer)
-        self.dense_layers, self.params_layer = mirrored[:-1], mirrored[-1]
-        self.hidden = tuple(layer.bias.shape[0] for layer in self.dense_layers)
-
-    def tied_kernels(self):
-        """The encoder kernel variables this decoder uses, in decoder order."""
-        return [layer.tied_kernel for layer in self.dense_layers + [self.params_layer]]
-
-    def _body(self, z, training):
-        h = z
-        for layer in self.dense_layers:
-            h = layer(h)
-        return self.params_layer(h)
-
-    def get_config(self):
-        return {**super().get_config(), "activation": self.activation}
 
 
 # --------------------------------------------------------------------------

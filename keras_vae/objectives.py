@@ -36,6 +36,7 @@ __all__ = [
     "elbo",
     "iwae",
     "bits_per_dim",
+    "reconstruction_objective",
     "OBJECTIVES",
 ]
 
@@ -184,3 +185,19 @@ def iwae(x, posterior, likelihood_fn, prior, *, seed, num_samples=5,
 def bits_per_dim(nats, num_dims):
     """Converts nats per example into bits per data dimension."""
     return nats / (num_dims * math.log(2.0))
+
+
+def reconstruction_objective(x, posterior, likelihood_fn):
+    """The autoencoder's objective: `-log p(x | z = E[q(z|x)])` in nats.
+
+    Args:
+      x: data, `[B] + event_shape`, float32 (the clean target).
+      posterior: `q(z|x)` (a point mass), batch shape `[B]`, event `[d]`.
+      likelihood_fn: maps `z [B, d]` to `p(x|z)` with batch shape `[B]`.
+
+    Returns:
+      dict with per-example `reconstruction` `[B]` and the scalar `loss`, its
+      batch mean.
+    """
+    reconstruction = -likelihood_fn(posterior.mean()).log_prob(x)
+    return {"loss": tf.reduce_mean(reconstruction), "reconstruction": reconstruction}

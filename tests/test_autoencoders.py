@@ -121,7 +121,7 @@ def test_denoising_corrupts_training_inputs_only(plain_and_denoising, split):
     changed = np.mean(train != x.numpy())
     assert 0.05 < changed < 0.25  # masking at 0.25; masked pixels that were already 0 stay 0
     terms = dae.compute_terms(x, training=False)
-    clean = kv.autoencoders.reconstruction_objective(x, dae.encoder(x), dae.decoder)
+    clean = kv.objectives.reconstruction_objective(x, dae.encoder(x), dae.decoder)
     np.testing.assert_allclose(terms["loss"], clean["loss"], rtol=1e-6)
 
 
