@@ -34,10 +34,10 @@ def _parser():
     p.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"any of {', '.join(SUITES)}, or all (default: {' '.join(DEFAULT)})")
     p.add_argument("--quick", action="store_true", help="small grid, few rounds, no quality")
-    p.add_argument("--rounds", type=int, help="interleaved rounds per cell (default 7; quick 3)")
-    p.add_argument("--seconds", type=float, help="wall time per timed run (default 1.5; quick 0.5)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds per cell (default 9; quick 3)")
+    p.add_argument("--seconds", type=float, help="wall time per timed run (default 1.5; quick 0.4)")
     p.add_argument("--spe", type=int, default=10, help="steps_per_execution of kv_spe/kv_xla")
-    p.add_argument("--loglik-n", type=int, help="test images for loglik (default 500; quick 50)")
+    p.add_argument("--loglik-n", type=int, help="test images for loglik (default 500; quick 30)")
     p.add_argument("--loglik-k", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=10, help="quality: passes per model")
     p.add_argument("--eval-n", type=int, default=1000, help="quality: test images for log p(x)")
@@ -62,14 +62,18 @@ def main(argv=None):
         pass  # asked for explicitly: run it (with its own budget)
     elif args.quick and "quality" in suites:
         suites.remove("quality")
-    rounds = args.rounds or (3 if args.quick else 7)
-    seconds = args.seconds or (0.5 if args.quick else 1.5)
+    rounds = args.rounds or (3 if args.quick else 9)
+    seconds = args.seconds or (0.4 if args.quick else 1.5)
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
 
     import keras_vae as kv
     from benchmarks import report, timing
 
     started = time.perf_counter()
+
+    def log(message):
+        print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
+
     (x_train, _), (x_test, _) = kv.data.load("fashion_mnist")
     sections = {}
 
@@ -81,40 +85,39 @@ def main(argv=None):
     if "throughput" in suites or "conv" in suites:
         from benchmarks import throughput
         batches = (32, 128, 512)
-        print("measuring the matmul ceiling ...", flush=True)
+        log("measuring the matmul ceiling ...")
         ceilings = timing.matmul_ceiling(batches, seconds=0.5 if args.quick else 1.0)
         rows = []
         if "throughput" in suites:
             latents = (50,) if args.quick else (2, 50)
             rows += throughput.mlp_grid(x_train, batches, latents, rounds, seconds, ceilings,
-                                        args.spe, iwae_k=0 if args.quick else 5)
-            if args.quick:  # latent 2 at one batch size
-                rows += throughput.mlp_grid(x_train, (128,), (2,), rounds, seconds, ceilings,
-                                            args.spe, iwae_k=0)
+                                        args.spe, iwae_k=0 if args.quick else 5, log=log)
         if "conv" in suites:
-            rows += throughput.conv_cells(x_train, (128,), 2, rounds, seconds, ceilings, args.spe)
+            skip = ("ref_xla", "kv_xla") if args.quick else ()
+            rows += throughput.conv_cells(x_train, (128,), 2, rounds, seconds, ceilings, args.spe,
+                                          log=log, skip=skip)
         emit("throughput", "Training throughput (examples/s)",
              report.throughput_tables(rows, ceilings))
     if "loglik" in suites:
         from benchmarks import loglik, throughput
-        n = args.loglik_n or (50 if args.quick else 500)
+        n = args.loglik_n or (30 if args.quick else 500)
         vae = throughput._kv_mlp(50, "elbo", 1, None, 1)
         x_eval = kv.data.binarize_static(x_test[:n], seed=1)
-        result = loglik.loglik_benchmark(vae, x_eval, num_samples=args.loglik_k)
+        result = loglik.loglik_benchmark(vae, x_eval, num_samples=args.loglik_k, log=log)
         emit("loglik", f"Log-likelihood evaluation (K={args.loglik_k})", report.loglik_table(result))
     if "export" in suites:
         from benchmarks import export_perf, quality
-        print("training a model to export (1 pass) ...", flush=True)
+        log("training a model to export (1 pass) ...")
         vae, _, _ = quality.train_model(x_train[:20000] if args.quick else x_train, "elbo", 1,
                                         epochs=1)
         rows = export_perf.export_benchmark(vae, x_train, rounds=rounds,
-                                            calls=10 if args.quick else 20)
+                                            calls=10 if args.quick else 20, log=log)
         emit("export", "Export: sizes and decoder latency", report.export_table(rows))
     if "quality" in suites:
         from benchmarks import quality
         rows = quality.quality_benchmark(x_train, x_test, epochs=args.epochs, eval_n=args.eval_n,
                                          eval_k=args.eval_k, schedule=args.schedule,
-                                         save_dir=args.save_dir)
+                                         save_dir=args.save_dir, log=log)
         emit("quality", "Quality on dynamically binarized Fashion-MNIST", report.quality_table(rows))
 
     env = timing.environment()

@@ -16,8 +16,9 @@ Data: dynamically binarized Fashion-MNIST training images (28x28x1); the
 references binarize inside the step, keras_vae in its tf.data pipeline (the
 user-facing way). Examples/s = steps x B / wall time; the ratio column is the
 median of per-round ratios to `ref`. FLOPs per example count 3x the forward
-matmul/conv multiply-adds (forward + backward), for the share of the matmul
-ceiling measured in the same process.
+matmul/conv multiply-adds (forward + backward); the share of the matmul
+ceiling pairs each round with a `[B, 784] x [784, 200]` matmul loop timed in
+the same round (so machine load affects both), median over rounds.
 """
 
 import numpy as np
@@ -124,17 +125,28 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
             losses[name] = runners[name]()
         return go
 
-    result = timing.interleave({n: timed(n) for n in models}, rounds)
+    ceiling_run, ceiling_flop = timing.ceiling_runner(batch, seconds=min(0.5, seconds))
+    result = timing.interleave({"_ceiling": ceiling_run, **{n: timed(n) for n in models}},
+                               rounds)
+    ceiling_gflops = ceiling_flop / np.asarray(result["_ceiling"]["seconds"]) / 1e9
     rows = []
     ref_seconds = result["ref"]["seconds"]
     for name in models:
         secs = result[name]["seconds"]
         rate = steps * batch / float(np.median(secs))
+        # share of the ceiling measured in the same round (paired), median over rounds
+        share = float(np.median(steps * batch * flops / np.asarray(secs) / 1e9 / ceiling_gflops))
         ratio, iqr = timing.median_ratio(ref_seconds, secs)
+        cpu = result[name]["cpu_seconds"]
+        cpu_ratio, _ = timing.median_ratio(result["ref"]["cpu_seconds"], cpu)
         rows.append({
             "contestant": name, "batch": batch, "steps": steps, "rounds": rounds,
             "examples_per_s": rate, "ratio_to_ref": ratio, "ratio_iqr": iqr,
-            "gflops": rate * flops / 1e9, "ceiling_share": rate * flops / 1e9 / ceiling,
+            "examples_per_cpu_s": steps * batch / float(np.median(cpu)),
+            "cpu_ratio_to_ref": cpu_ratio,
+            "gflops": rate * flops / 1e9, "ceiling_share": share,
+            "ceiling_gflops": float(np.median(ceiling_gflops)),
+            "best_ceiling_gflops": ceiling,
             "peak_mb": result[name]["peak_mb"], "growth_mb": result[name]["growth_mb"],
             "final_loss": losses.get(name),
         })
@@ -183,8 +195,11 @@ def mlp_grid(x, batches=(32, 128, 512), latents=(2, 50), rounds=5, seconds=1.0,
 
 
 def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None, spe=10,
-               log=print):
-    """Times the Keras-example conv VAE: keras_vae vs plain TF vs the example's own code."""
+               log=print, skip=()):
+    """Times the Keras-example conv VAE: keras_vae vs plain TF vs the example's own code.
+
+    Args: as `mlp_grid`; `skip` names contestants to leave out.
+    """
     rows = []
     for batch in batches:
         log(f"  conv B={batch} d={latent} ...")
@@ -196,6 +211,7 @@ def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None
             "kv_spe": lambda: _kv_conv(latent, False, spe),
             "kv_xla": lambda: _kv_conv(latent, True, spe),
         }
+        builders = {k: v for k, v in builders.items() if k not in skip}
         ceiling = (ceilings or {}).get(batch, np.nan)
         for row in _cell(builders, batch, x, rounds, seconds, conv_flops(latent), ceiling, spe):
             rows.append({"arch": "conv", "latent": latent, "objective": "elbo",

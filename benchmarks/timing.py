@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 __all__ = ["peak_rss", "reset_peak_rss", "rss", "interleave", "median_ratio",
-           "matmul_ceiling", "environment", "fmt"]
+           "ceiling_runner", "matmul_ceiling", "environment", "fmt"]
 
 
 def _status(field):
@@ -50,22 +50,27 @@ def interleave(runners, rounds, on_round=None):
     """Times `runners` (name -> zero-argument callable) interleaved over `rounds`.
 
     Round r runs every callable once, starting at position r of the list, so no
-    runner always goes first. Records the wall time and the peak RSS over the
-    run (MB, and its growth over the RSS at the start).
+    runner always goes first. Records the wall time, the process CPU time (all
+    threads; less sensitive to other jobs on the machine, but it also counts
+    threads that spin while waiting) and the peak RSS over the run (MB, and
+    its growth over the RSS at the start).
 
     Returns:
-      dict name -> {"seconds": [rounds], "peak_mb": float, "growth_mb": float}.
+      dict name -> {"seconds": [rounds], "cpu_seconds": [rounds], "peak_mb": float,
+      "growth_mb": float}.
     """
     names = list(runners)
-    out = {n: {"seconds": [], "peak_mb": 0.0, "growth_mb": 0.0} for n in names}
+    out = {n: {"seconds": [], "cpu_seconds": [], "peak_mb": 0.0, "growth_mb": 0.0}
+           for n in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             reset_peak_rss()
             before = rss()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             runners[name]()
             out[name]["seconds"].append(time.perf_counter() - start)
+            out[name]["cpu_seconds"].append(time.process_time() - cpu)
             peak = peak_rss()
             out[name]["peak_mb"] = max(out[name]["peak_mb"], peak)
             out[name]["growth_mb"] = max(out[name]["growth_mb"], peak - before)
@@ -80,46 +85,57 @@ def median_ratio(a, b):
     return float(np.median(ratios)), float(np.subtract(*np.percentile(ratios, [75, 25])))
 
 
+def ceiling_runner(batch, k=784, n=200, seconds=0.5):
+    """A calibrated zero-argument callable running `[B, k] x [k, n]` products in-graph.
+
+    One `tf.function` runs a `tf.while_loop` of R products of the same shape (a
+    loop-carried scalar keeps each iteration alive); FLOPs are `2 B k n` each.
+
+    Returns:
+      `(run, flop)`: `run()` does the R products, `flop` is their FLOP count.
+    """
+    import tensorflow as tf
+
+    x = tf.Variable(tf.random.stateless_uniform([batch, k], [1, 2]))
+    w = tf.Variable(tf.random.stateless_uniform([k, n], [3, 4]))
+
+    @tf.function
+    def loop(reps):
+        def body(i, acc):
+            return i + 1, acc + tf.matmul(x, w)[0, 0]
+        return tf.while_loop(lambda i, _: i < reps, body, (tf.constant(0), 0.0))[1]
+
+    loop(tf.constant(10))
+    reps = 10
+    while True:  # calibrate to about `seconds`
+        start = time.perf_counter()
+        loop(tf.constant(reps)).numpy()
+        dt = time.perf_counter() - start
+        if dt > 0.2 * seconds:
+            break
+        reps *= 4
+    reps = tf.constant(max(10, int(reps * seconds / dt)))
+    return (lambda: loop(reps).numpy()), 2.0 * batch * k * n * int(reps)
+
+
 def matmul_ceiling(batch_sizes=(128,), k=784, n=200, seconds=1.0, rounds=3):
     """Measured float32 matmul throughput, GFLOP/s, for `[B, k] x [k, n]` products in-graph.
 
-    One `tf.function` runs a `tf.while_loop` of R dependent-free products of
-    the same shape (a loop-carried scalar keeps each iteration alive); the
-    FLOP count is `2 B k n` per product. The best of `rounds` timings is the
-    ceiling (a ceiling should not be lowered by the machine's other load).
+    The best of `rounds` timed runs of `ceiling_runner` (a ceiling is what the
+    machine can do; the throughput tables also pair each round with its own
+    ceiling measurement, see `benchmarks.throughput`).
 
     Returns:
       dict B -> GFLOP/s.
     """
-    import tensorflow as tf
-
     out = {}
     for b in batch_sizes:
-        x = tf.Variable(tf.random.stateless_uniform([b, k], [1, 2]))
-        w = tf.Variable(tf.random.stateless_uniform([k, n], [3, 4]))
-
-        @tf.function
-        def loop(reps, x=x, w=w):
-            def body(i, acc):
-                return i + 1, acc + tf.matmul(x, w)[0, 0]
-            return tf.while_loop(lambda i, _: i < reps, body, (tf.constant(0), 0.0))[1]
-
-        flop = 2.0 * b * k * n
-        loop(tf.constant(10))
-        reps = 10
-        while True:  # calibrate to about `seconds`
-            start = time.perf_counter()
-            loop(tf.constant(reps)).numpy()
-            dt = time.perf_counter() - start
-            if dt > 0.2 * seconds:
-                break
-            reps *= 4
-        reps = max(10, int(reps * seconds / dt))
+        run, flop = ceiling_runner(b, k, n, seconds)
         best = 0.0
         for _ in range(rounds):
             start = time.perf_counter()
-            loop(tf.constant(reps)).numpy()
-            best = max(best, reps * flop / (time.perf_counter() - start) / 1e9)
+            run()
+            best = max(best, flop / (time.perf_counter() - start) / 1e9)
         out[b] = best
     return out
 
