@@ -46,6 +46,8 @@ import time
 
 import numpy as np
 
+from keras_vae.files import atomic_write, save_model
+
 __all__ = ["make_strategy", "distribute_data", "fit_distributed", "run_worker", "launch",
            "free_ports", "tf_config", "main"]
 
@@ -296,12 +298,12 @@ def run_worker(run_dir, builder=None, communication="auto", timeout_seconds=600,
     if save_weights:
         np.savez(os.path.join(workers, f"worker-{index}.weights.npz"),
                  *[np.asarray(w) for w in model.get_weights()])
-    runs.atomic_write(os.path.join(workers, f"worker-{index}.json"), json.dumps(result, indent=1))
+    atomic_write(os.path.join(workers, f"worker-{index}.json"), json.dumps(result, indent=1))
     if index == 0:
-        model.save(os.path.join(run_dir, "model.keras"))
-        runs.atomic_write(os.path.join(run_dir, "history.json"),
+        save_model(model, os.path.join(run_dir, "model.keras"))
+        atomic_write(os.path.join(run_dir, "history.json"),
                           json.dumps(history.history, indent=1))
-        runs.atomic_write(os.path.join(run_dir, "status.json"),
+        atomic_write(os.path.join(run_dir, "status.json"),
                           json.dumps({"status": "finished", "epochs": config["epochs"],
                                       "workers": strategy.num_replicas_in_sync}))
     return result
@@ -348,7 +350,7 @@ def launch(config, run_dir, workers=2, builder=None, timeout=600, overwrite=Fals
     os.makedirs(os.path.join(run_dir, "workers"), exist_ok=True)
     for name in os.listdir(os.path.join(run_dir, "workers")):
         os.unlink(os.path.join(run_dir, "workers", name))
-    runs.atomic_write(os.path.join(run_dir, "config.json"), json.dumps(config, indent=1))
+    atomic_write(os.path.join(run_dir, "config.json"), json.dumps(config, indent=1))
     addresses = [f"127.0.0.1:{p}" for p in free_ports(workers)]
     cmd = [sys.executable, "-m", "keras_vae.distributed", run_dir, "--worker",
            "--communication", communication, "--verbose", str(verbose)] \
@@ -431,7 +433,7 @@ def main(argv=None):
             if args.task_index is None:
                 parser.error("--cluster needs --task-index")
             os.makedirs(args.run_dir, exist_ok=True)
-            runs.atomic_write(os.path.join(args.run_dir, "config.json"),
+            atomic_write(os.path.join(args.run_dir, "config.json"),
                               json.dumps(config, indent=1))
             os.environ["TF_CONFIG"] = tf_config(args.cluster.split(","), args.task_index)
             run_worker(*worker_args)
