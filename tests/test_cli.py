@@ -197,3 +197,21 @@ def test_train_an_autoencoder_from_the_cli(tmp_path, capsys):
     assert "log_likelihood" not in metrics and metrics["model_reconstruction_error"] > 0
     assert os.path.isfile(os.path.join(run, "plots", "reconstructions.png"))
     assert not os.path.exists(os.path.join(run, "plots", "samples.png"))  # no prior
+
+
+def test_tensorboard_logs_scalars_and_images(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = str(tmp_path / "tb")
+    assert cli.main(["--quiet", "train", run, "--epochs", "2", "--hidden", "16",
+                     "--eval-samples", "5", "--no-export", "--no-plots", "--tensorboard"]) == 0
+    # TF2 summaries are stored as tensors; the plugin name says what they are.
+    images = EventAccumulator(os.path.join(run, "tensorboard", "images"),
+                              size_guidance={"tensors": 0}).Reload()
+    assert {"reconstructions", "samples"} <= set(images.Tags()["tensors"])
+    assert images.SummaryMetadata("samples").plugin_data.plugin_name == "images"
+    assert len(images.Tensors("samples")) == 2  # one per epoch
+    scalars = EventAccumulator(os.path.join(run, "tensorboard", "train"),
+                               size_guidance={"tensors": 0}).Reload()
+    assert {"epoch_loss", "epoch_elbo", "epoch_kl", "epoch_beta"} <= set(scalars.Tags()["tensors"])
