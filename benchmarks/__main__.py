@@ -44,7 +44,8 @@ def _parser():
     p.add_argument("--eval-k", type=int, default=5000, help="quality: importance samples")
     p.add_argument("--schedule", choices=("short", "paper"), default="short",
                    help="quality: 'paper' is the IWAE paper's 3,280-pass schedule (days)")
-    p.add_argument("--save-dir", help="quality: save the trained models here (.keras)")
+    p.add_argument("--save-dir", help="quality: save the trained models here (.keras + .json)")
+    p.add_argument("--load-dir", help="quality: evaluate the models saved here, no training")
     p.add_argument("--write", metavar="PATH", help="update these results' sections in PATH")
     return p
 
@@ -70,6 +71,7 @@ def main(argv=None):
     from benchmarks import report, timing
 
     started = time.perf_counter()
+    env = timing.environment()  # date and commit of the code that runs
 
     def log(message):
         print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
@@ -117,10 +119,11 @@ def main(argv=None):
         from benchmarks import quality
         rows = quality.quality_benchmark(x_train, x_test, epochs=args.epochs, eval_n=args.eval_n,
                                          eval_k=args.eval_k, schedule=args.schedule,
-                                         save_dir=args.save_dir, log=log)
+                                         save_dir=args.save_dir, load_dir=args.load_dir,
+                                         log=log)
         emit("quality", "Quality on dynamically binarized Fashion-MNIST", report.quality_table(rows))
 
-    env = timing.environment()
+    env["load_average"] = timing.environment()["load_average"]
     minutes = (time.perf_counter() - started) / 60
     footer = report.environment_block(env, command) + f" Took {minutes:.1f} min."
     print("\n" + footer, flush=True)

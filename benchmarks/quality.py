@@ -74,8 +74,33 @@ def train_model(x_train, objective, k, epochs, schedule="short", batch_size=None
     return vae, time.perf_counter() - start, history.history
 
 
+def _trained(x_train, objective, k, epochs, schedule, save_dir, load_dir, log, train_kwargs):
+    """Trains (and saves) a model, or loads one saved by an earlier run with its record."""
+    import json
+
+    import keras
+
+    stem = f"quality-{objective}-k{k}"
+    if load_dir:
+        with open(os.path.join(load_dir, stem + ".json"), encoding="utf-8") as f:
+            record = json.load(f)
+        log(f"  loading {stem}.keras (trained {record['epochs']} passes, {record['schedule']})")
+        return keras.models.load_model(os.path.join(load_dir, stem + ".keras")), record
+    passes = PAPER_PASSES if schedule == "paper" else epochs
+    log(f"  training {objective} K={k} for {passes} passes ...")
+    vae, seconds, history = train_model(x_train, objective, k, epochs, schedule, **train_kwargs)
+    record = {"epochs": passes, "schedule": schedule, "train_seconds": seconds,
+              "train_loss": float(history["loss"][-1])}
+    if save_dir:
+        os.makedirs(save_dir, exist_ok=True)
+        vae.save(os.path.join(save_dir, stem + ".keras"))
+        with open(os.path.join(save_dir, stem + ".json"), "w", encoding="utf-8") as f:
+            json.dump(record, f)
+    return vae, record
+
+
 def quality_benchmark(x_train, x_test, epochs=10, eval_n=1000, eval_k=5000, schedule="short",
-                      save_dir=None, log=print, **train_kwargs):
+                      save_dir=None, load_dir=None, log=print, **train_kwargs):
     """Trains the three models with one budget and evaluates test log p(x).
 
     Args:
@@ -84,7 +109,9 @@ def quality_benchmark(x_train, x_test, epochs=10, eval_n=1000, eval_k=5000, sche
       epochs: passes over the training set for every model ("short" schedule).
       eval_n, eval_k: test images and importance samples of the log p(x) estimate.
       schedule: "short" or "paper" (see the module docstring).
-      save_dir: if given, each model is saved there as `quality-<objective>-k<K>.keras`.
+      save_dir: if given, each model is saved there as `quality-<objective>-k<K>.keras`
+        (with a `.json` record of its training).
+      load_dir: evaluate the models an earlier run saved there instead of training.
 
     Returns:
       list of row dicts: `objective`, `k`, `epochs`, `train_seconds`,
@@ -98,23 +125,16 @@ def quality_benchmark(x_train, x_test, epochs=10, eval_n=1000, eval_k=5000, sche
     x_eval = kv.data.binarize_static(x_test[:eval_n], seed=1)
     rows = []
     for objective, k in OBJECTIVES:
-        name = f"{objective} K={k}"
-        log(f"  training {name} for {PAPER_PASSES if schedule == 'paper' else epochs} passes ...")
-        vae, train_seconds, history = train_model(x_train, objective, k, epochs, schedule,
-                                                  **train_kwargs)
-        if save_dir:
-            os.makedirs(save_dir, exist_ok=True)
-            vae.save(os.path.join(save_dir, f"quality-{objective}-k{k}.keras"))
-        log(f"  evaluating {name}: log p(x) with K={eval_k} on {eval_n} test images ...")
+        vae, record = _trained(x_train, objective, k, epochs, schedule, save_dir, load_dir, log,
+                               train_kwargs)
+        log(f"  evaluating {objective} K={k}: log p(x) with K={eval_k} on {len(x_eval)} "
+            "test images ...")
         start = time.perf_counter()
         ll = kv.log_likelihood(vae, x_eval, num_samples=eval_k, batch_size=100, seed=0)
         eval_seconds = time.perf_counter() - start
         terms = kv.evaluation.elbo_terms(vae, x_eval, seed=0)
         rows.append({
-            "objective": objective, "k": k,
-            "epochs": PAPER_PASSES if schedule == "paper" else epochs,
-            "schedule": schedule, "train_seconds": train_seconds,
-            "train_loss": float(history["loss"][-1]),
+            "objective": objective, "k": k, **record,
             "test_log_px": float(np.mean(ll.log_px)),
             "test_log_px_sem": float(np.std(ll.log_px) / math.sqrt(len(ll.log_px))),
             "test_elbo": float(np.mean(terms["elbo"])),

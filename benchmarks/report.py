@@ -78,12 +78,15 @@ def loglik_table(result):
     return table(
         ["K", "N", "B", "chunk C", "seconds", "examples/s", "10,000 images (extrapolated)",
          "floor (enc+dec)", "time / floor", "floor (dec only)", "time / dec floor",
-         "ceiling GFLOP/s", "peak RSS growth MB", "mean log p(x)"],
+         "ceiling GFLOP/s", "peak RSS growth MB (first call / timed)",
+         "one unchunked K x B x D tensor MB", "mean log p(x)"],
         [[r["k"], r["n"], r["batch_size"], r["chunk"], fmt(r["seconds"], 1),
           fmt(r["examples_per_s"], 1), f"{r['seconds_for_10000'] / 60:.1f} min",
           fmt(r["floor_seconds"], 1) + " s", f"{r['ratio_to_floor']:.2f}x",
           fmt(r["floor_decoder_seconds"], 1) + " s", f"{r['ratio_to_decoder_floor']:.2f}x",
-          fmt(r["ceiling_gflops"], 1), fmt(r["peak_growth_mb"]), fmt(r["mean_log_px"], 2)]])
+          fmt(r["ceiling_gflops"], 1),
+          f"{fmt(r['first_call_growth_mb'])} / {fmt(r['peak_growth_mb'])}",
+          fmt(r["unchunked_mb"]), fmt(r["mean_log_px"], 2)]])
 
 
 def quality_table(rows):
