@@ -21,6 +21,8 @@ ceiling pairs each round with a `[B, 784] x [784, 200]` matmul loop timed in
 the same round (so machine load affects both), median over rounds.
 """
 
+import gc
+
 import numpy as np
 
 from benchmarks import reference, timing
@@ -150,6 +152,8 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
             "peak_mb": result[name]["peak_mb"], "growth_mb": result[name]["growth_mb"],
             "final_loss": losses.get(name),
         })
+    del models, runners  # free the cell's models, datasets and iterators before the next
+    gc.collect()
     return rows
 
 
