@@ -34,8 +34,8 @@ def _parser():
     p.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"any of {', '.join(SUITES)}, or all (default: {' '.join(DEFAULT)})")
     p.add_argument("--quick", action="store_true", help="small grid, few rounds, no quality")
-    p.add_argument("--rounds", type=int, help="interleaved rounds per cell (default 9; quick 3)")
-    p.add_argument("--seconds", type=float, help="wall time per timed run (default 1.5; quick 0.4)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds per cell (default 12; quick 3)")
+    p.add_argument("--seconds", type=float, help="wall time per timed run (default 1.0; quick 0.4)")
     p.add_argument("--spe", type=int, default=10, help="steps_per_execution of kv_spe/kv_xla")
     p.add_argument("--loglik-n", type=int, help="test images for loglik (default 500; quick 30)")
     p.add_argument("--loglik-k", type=int, default=5000)
@@ -63,8 +63,8 @@ def main(argv=None):
         pass  # asked for explicitly: run it (with its own budget)
     elif args.quick and "quality" in suites:
         suites.remove("quality")
-    rounds = args.rounds or (3 if args.quick else 9)
-    seconds = args.seconds or (0.4 if args.quick else 1.5)
+    rounds = args.rounds or (3 if args.quick else 12)
+    seconds = args.seconds or (0.4 if args.quick else 1.0)
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
 
     import keras_vae as kv
