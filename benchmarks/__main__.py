@@ -59,10 +59,8 @@ def main(argv=None):
     suites = list(args.suites or DEFAULT)
     if "all" in suites:
         suites = list(SUITES)
-    if args.quick and "quality" in suites and args.suites and "quality" in args.suites:
-        pass  # asked for explicitly: run it (with its own budget)
-    elif args.quick and "quality" in suites:
-        suites.remove("quality")
+    if args.quick and "quality" in suites and "quality" not in args.suites:
+        suites.remove("quality")  # `all --quick`; named explicitly it runs with its own budget
     rounds = args.rounds or (3 if args.quick else 12)
     seconds = args.seconds or (0.4 if args.quick else 1.0)
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
