@@ -4,8 +4,31 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import hashlib  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# Data a model of shape (8, 8, 1) with a Bernoulli likelihood must refuse, with the
+# error type and a fragment of its message (shared by the VAE and AE tests).
+BAD_DATA_CASES = [
+    (np.zeros((4, 8, 8), "float32"), ValueError, r"Received: x.shape=\(4, 8, 8\)"),
+    (np.zeros((0, 8, 8, 1), "float32"), ValueError, "at least one example"),
+    (np.full((4, 8, 8, 1), np.nan, "float32"), ValueError, "NaN"),
+    (np.full((4, 8, 8, 1), 255, "uint8"), ValueError, "max=255"),
+    (np.full((4, 8, 8, 1), "a"), TypeError, "dtype"),
+]
+
+
+def tree_digest(folder):
+    """{relative path: sha256} of every file below `folder` (empty if it is missing)."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return out
 
 
 @pytest.fixture(scope="session")

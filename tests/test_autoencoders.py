@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vae as kv
+from conftest import BAD_DATA_CASES
 from keras_vae.autoencoders import build_autoencoder, pretrain_layerwise
 from keras_vae.base import corrupt
 
@@ -347,13 +348,7 @@ def test_save_load_round_trip_is_exact_and_fit_continues(digits, kind, tmp_path)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("data, error, match", [
-    (np.zeros((4, 8, 8), "float32"), ValueError, r"Received: x.shape=\(4, 8, 8\)"),
-    (np.zeros((0, 8, 8, 1), "float32"), ValueError, "at least one example"),
-    (np.full((4, 8, 8, 1), np.nan, "float32"), ValueError, "NaN"),
-    (np.full((4, 8, 8, 1), 255, "uint8"), ValueError, "max=255"),
-    (np.full((4, 8, 8, 1), "a"), TypeError, "dtype"),
-])
+@pytest.mark.parametrize("data, error, match", BAD_DATA_CASES)
 def test_bad_data_is_refused_before_training(kind, data, error, match):
     if kind == "tied_gaussian_dae" and match == "max=255":
         data, match = np.full((4, 8, 8, 1), np.inf, "float32"), "NaN"  # real-line likelihood

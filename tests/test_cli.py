@@ -1,6 +1,5 @@
 """The `keras-vae` command line end to end: run folders, files and their contents, errors."""
 
-import hashlib
 import json
 import os
 
@@ -9,20 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import tree_digest
 from keras_vae import cli, runs
 
 TINY = ["--epochs", "2", "--hidden", "16", "--eval-samples", "20", "--batch-size", "128"]
-
-
-def _snapshot(folder):
-    """{relative path: sha256} of every file below `folder`."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +73,10 @@ def test_pictures_are_real_images_with_content(run_dir):
 
 
 def test_second_train_refuses_and_touches_nothing(run_dir, capsys):
-    before = _snapshot(run_dir)
+    before = tree_digest(run_dir)
     assert cli.main(["train", run_dir, *TINY]) == 2
     assert "--overwrite" in _one_error_line(capsys)
-    assert _snapshot(run_dir) == before
+    assert tree_digest(run_dir) == before
 
 
 def test_evaluate_sample_plot_subcommands(run_dir, tmp_path, capsys):

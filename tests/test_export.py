@@ -5,7 +5,6 @@ saved to .keras and reloaded (the CLI's path), then exported once with
 `export_all`; most tests read those shared artifacts.
 """
 
-import hashlib
 import json
 import os
 
@@ -15,22 +14,12 @@ import pytest
 import tensorflow as tf
 
 import keras_vae as kv
+from conftest import tree_digest
 from keras_vae import signatures
 from keras_vae import tflite as tl
 
 LATENT = 3
 SHAPE = (8, 8, 1)
-
-
-def _tree_digest(path):
-    """{relative path: sha256} of every file under `path` (empty dict if missing)."""
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            full = os.path.join(root, f)
-            with open(full, "rb") as fh:
-                out[os.path.relpath(full, path)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def _make(latent=LATENT, likelihood="bernoulli", prior=None):
@@ -299,19 +288,19 @@ def test_untrained_models_are_refused_before_anything_is_written(tmp_path):
 
 def test_existing_version_and_existing_export_are_refused_untouched(exported, trained):
     out = exported[0]
-    before = _tree_digest(out)
+    before = tree_digest(out)
     with pytest.raises(FileExistsError, match="Version 1 already exists"):
         kv.export.saved_model(trained, os.path.join(out, "saved_model"), version=1)
     with pytest.raises(FileExistsError, match="Refusing to overwrite"):
         kv.export.export_all(trained, out, version=2)  # tflite files and parity exist
     with pytest.raises(FileExistsError, match="decoder_float32.tflite"):
         kv.export.tflite(trained, os.path.join(out, "tflite"), variants=("float32",))
-    assert _tree_digest(out) == before
+    assert tree_digest(out) == before
 
 
 def test_latent_size_mismatches_are_refused_untouched(exported, trained, digits, tmp_path):
     out = exported[0]
-    before = _tree_digest(out)
+    before = tree_digest(out)
     with pytest.raises(ValueError, match=r"Latent size mismatch.*shape=\(10, 5\)"):
         kv.export.export_all(trained, tmp_path / "new", representative_data=np.zeros((10, 5)))
     other = _make(latent=2)
@@ -322,7 +311,7 @@ def test_latent_size_mismatches_are_refused_untouched(exported, trained, digits,
     broken.latent_dim = 5  # e.g. a decoder swapped after construction
     with pytest.raises(ValueError, match="Latent size mismatch.*decoder.latent_dim=3"):
         kv.export.saved_model(broken, tmp_path / "b", allow_untrained=True)
-    assert _tree_digest(out) == before and not os.path.exists(tmp_path / "new")
+    assert tree_digest(out) == before and not os.path.exists(tmp_path / "new")
 
 
 def test_bad_arguments_are_refused(trained, tmp_path):
@@ -340,7 +329,7 @@ def test_bad_arguments_are_refused(trained, tmp_path):
 def test_failed_overwrite_keeps_the_old_version(exported, trained, tmp_path, monkeypatch):
     base = tmp_path / "vae"
     first = kv.export.saved_model(trained, base, version=1, parts=("decoder",), warmup=False)
-    before = _tree_digest(first)
+    before = tree_digest(first)
 
     class Exploding:
         def write_out(self, path, **kwargs):
@@ -351,7 +340,7 @@ def test_failed_overwrite_keeps_the_old_version(exported, trained, tmp_path, mon
     monkeypatch.setattr(signatures, "build_archive", lambda *a, **k: Exploding())
     with pytest.raises(OSError, match="disk full"):
         kv.export.saved_model(trained, base, version=1, overwrite=True)
-    assert _tree_digest(first) == before
+    assert tree_digest(first) == before
     assert os.listdir(base) == ["1"]  # no temporary directories left behind
 
 

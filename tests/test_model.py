@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vae as kv
+from conftest import BAD_DATA_CASES
 
 KEYS = {"loss", "elbo", "reconstruction", "kl", "beta"}
 
@@ -270,13 +271,7 @@ def test_latent_size_mismatch_is_reported():
         kv.VAE(kv.MLPEncoder(2), dec)
 
 
-@pytest.mark.parametrize("data, error, match", [
-    (np.zeros((4, 8, 8), "float32"), ValueError, r"Received: x.shape=\(4, 8, 8\)"),
-    (np.zeros((0, 8, 8, 1), "float32"), ValueError, "at least one example"),
-    (np.full((4, 8, 8, 1), np.nan, "float32"), ValueError, "NaN"),
-    (np.full((4, 8, 8, 1), 255, "uint8"), ValueError, "max=255"),
-    (np.full((4, 8, 8, 1), "a"), TypeError, "dtype"),
-])
+@pytest.mark.parametrize("data, error, match", BAD_DATA_CASES)
 def test_bad_data_is_refused_before_training(small_vae, data, error, match):
     vae = small_vae()
     with pytest.raises(error, match=match):
