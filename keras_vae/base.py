@@ -341,7 +341,10 @@ class BaseAutoencoder(keras.Model):
         return super().fit(x, y, **kwargs)
 
     def evaluate(self, x=None, y=None, **kwargs):
-        self._check(x)
+        # fit() validates validation_data once, then calls evaluate every epoch
+        # with Keras's private _use_cached_eval_dataset flag: no need to rescan.
+        if not kwargs.get("_use_cached_eval_dataset", False):
+            self._check(x)
         return super().evaluate(x, y, **kwargs)
 
     def predict(self, x, **kwargs):
