@@ -78,7 +78,7 @@ from keras_vae.autoencoders import Autoencoder, TiedMLPDecoder, pretrain_layerwi
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder  # noqa: E402
 from keras_vae.priors import MixturePrior, StandardNormalPrior  # noqa: E402
 from keras_vae import applications, evaluation, latent, visualization  # noqa: E402
-from keras_vae import export  # noqa: E402
+from keras_vae import execution, export  # noqa: E402
 from keras_vae.applications import anomaly_scores, impute  # noqa: E402
 from keras_vae.evaluation import log_likelihood  # noqa: E402
 from keras_vae.latent import embed  # noqa: E402
@@ -124,6 +124,7 @@ __all__ = [
     "latent",
     "applications",
     "visualization",
+    "execution",
     "export",
     "distributed",
     "log_likelihood",

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
+from keras_vae.execution import AutoExecution
 
 __all__ = ["BaseAutoencoder", "check_data", "corrupt", "CORRUPTIONS"]
 
@@ -161,7 +162,7 @@ def corrupt(x, seed, kind, rate=0.25, stddev=0.1, support=None):
     return tf.where(u < rate, salted, x)
 
 
-class BaseAutoencoder(keras.Model):
+class BaseAutoencoder(AutoExecution, keras.Model):
     """Encoder-decoder model trained with `fit`: the machinery `VAE` and `Autoencoder` share.
 
     Subclasses define `compute_terms(x, training, seed, num_samples)`, which
@@ -170,7 +171,9 @@ class BaseAutoencoder(keras.Model):
     their constructor. This class provides `train_step`/`test_step` (one
     loss function for both), input checks, metrics, stateless step-derived
     noise seeds, input corruption for denoising, `encode`/`decode`/
-    `reconstruct` and the `.keras` config of the encoder and decoder.
+    `reconstruct` and the `.keras` config of the encoder and decoder, and
+    (from `keras_vae.execution.AutoExecution`) `compile(jit_compile="auto",
+    steps_per_execution="auto")`, resolved at the first `fit`.
 
     Args:
       encoder: layer mapping `x [B] + data_shape` to `q(z|x)` (event `[latent_dim]`).

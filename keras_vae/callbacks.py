@@ -152,7 +152,11 @@ class StopOnNaN(keras.callbacks.Callback):
     Unlike `keras.callbacks.TerminateOnNaN` it raises rather than stopping
     quietly, so `fit` ends without `on_train_end` and a `BackupAndRestore`
     folder keeps the last good epoch; the message names the epoch and batch.
+    With `steps_per_execution=N` Keras reports once per N batches: the
+    message then names the range of batches of the call that diverged.
     """
+
+    runs_per_execution = True  # see keras_vae.execution: fine with steps_per_execution > 1
 
     def __init__(self):
         super().__init__()
@@ -169,7 +173,10 @@ class StopOnNaN(keras.callbacks.Callback):
         if not math.isfinite(loss):
             lr = getattr(self.model.optimizer, "learning_rate", None)
             lr = f"{float(lr):g}" if lr is not None else "?"
+            spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
+            where = f"batch {batch + 1}" if spe == 1 else (  # one report per compiled call
+                f"batches {max(1, batch + 2 - spe)}-{batch + 1}")
             raise TrainingDivergedError(
-                f"Training diverged: loss={loss} at epoch {self._epoch + 1}, batch "
-                f"{batch + 1}. Likely causes: a learning rate too high (now {lr}) or "
+                f"Training diverged: loss={loss} at epoch {self._epoch + 1}, {where}. "
+                f"Likely causes: a learning rate too high (now {lr}) or "
                 "unscaled data (pixels should lie in [0, 1]).")

@@ -85,7 +85,10 @@ def _add_train(sub):
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
     g.add_argument("--seed", type=int)
-    g.add_argument("--jit-compile", action="store_true", default=None, help="compile with XLA")
+    g.add_argument("--jit-compile", action="store_true", default=None,
+                   help="always compile with XLA (default: chosen by the model, see README)")
+    g.add_argument("--no-jit-compile", dest="jit_compile", action="store_false", default=None,
+                   help="never compile with XLA")
     g = p.add_argument_group("outputs")
     g.add_argument("--eval-samples", type=int, help="K for the log-likelihood (default 1000)")
     g.add_argument("--no-plots", dest="plots", action="store_false", default=None)

@@ -5,7 +5,8 @@ A run folder holds everything one `train` produced:
 ```none
 RUN_DIR/
   config.json      the full config (defaults filled in), enough to rebuild the model
-  status.json      {"status": "running" | "finished" | "failed", "reason": ..., "epoch": ...}
+  status.json      {"status": "running" | "finished" | "failed", "reason": ..., "epochs": ...,
+                   "execution": the XLA / steps_per_execution plan and why (finished runs)}
   model.keras      the trained model (Keras format, exact round trip)
   history.json     per-epoch logs (loss, elbo, reconstruction, kl, beta and val_*)
   history.csv      the same as a table
@@ -45,7 +46,7 @@ DEFAULTS = {
     "warmup_steps": 0, "warmup_schedule": "linear",
     "tied": False, "stacked": False, "corruption": None, "corruption_rate": 0.25,
     # training
-    "epochs": 60, "batch_size": 64, "learning_rate": 1e-3, "seed": 0, "jit_compile": False,
+    "epochs": 60, "batch_size": 64, "learning_rate": 1e-3, "seed": 0, "jit_compile": "auto",
     # outputs
     "eval_samples": 1000, "plots": True, "export": True,
     "tflite": ["float32", "float16", "int8"], "tensorboard": False,
@@ -100,6 +101,10 @@ def resolve_config(overrides=None, config_file=None):
     for key in ("latent_dim", "epochs", "batch_size", "num_samples", "eval_samples"):
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"`{key}` must be a positive integer. Received: {key}={config[key]!r}")
+    if not (config["jit_compile"] is True or config["jit_compile"] is False
+            or config["jit_compile"] == "auto"):
+        raise ValueError("`jit_compile` must be true, false or \"auto\". "
+                         f"Received: jit_compile={config['jit_compile']!r}")
     for key in ("learning_rate", "likelihood_scale"):
         if not isinstance(config[key], (int, float)) or not config[key] > 0:
             raise ValueError(f"`{key}` must be a positive number. Received: {key}={config[key]!r}")
@@ -299,7 +304,8 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1):
     except BaseException as e:
         write_status(run_dir, "failed", reason=f"{type(e).__name__}: {e}")
         raise
-    write_status(run_dir, "finished", epochs=config["epochs"])
+    write_status(run_dir, "finished", epochs=config["epochs"],
+                 execution=getattr(model, "execution_plan", None))
     return {"history": history, "metrics": metrics}
 
 

@@ -1,0 +1,266 @@
+"""How a model's `fit` runs: XLA or graph, and how many steps per compiled call.
+
+keras_vae models accept `compile(jit_compile="auto", steps_per_execution="auto")`
+(the defaults). Keras resolves `jit_compile="auto"` to False on every CPU-only
+machine; keras_vae resolves both settings at the first `fit` after `compile`,
+from what that `fit` is asked to do, with `plan_execution`:
+
+```none
+jit_compile          GPU/TPU present          -> Keras's rule (XLA if every layer supports it)
+                     tf.distribute strategy   -> False (as Keras)
+                     a convolution layer      -> False (XLA's CPU convolutions are slower
+                                                 than TensorFlow's oneDNN kernels)
+                     no static batch size     -> False (each batch shape compiles again)
+                     planned steps            -> True from XLA_MIN_STEPS (4000), else False
+steps_per_execution  a callback with batch-level hooks, other than ones known to
+                     work once per execution  -> 1
+                     steps per epoch unknown  -> 1
+                     fit(steps_per_epoch=S)   -> the largest divisor of S up to SPE_MAX
+                                                 (Keras runs whole calls: it would overshoot)
+                     otherwise                -> min(SPE_MAX, steps per epoch)   (SPE_MAX 32)
+```
+
+Planned steps = epochs x steps per epoch of the `fit` call. The decision uses
+the planned run, not a timing, so it is the same on every machine and for a
+run resumed by `BackupAndRestore` (whose `fit` is asked for the same epochs).
+This matters because XLA lowers the Philox generator to a different (equally
+deterministic) stream: the choice changes which noise is drawn, never the
+model. When XLA is chosen automatically, `evaluate` and `predict` stay in
+graph mode (they are short, and their numbers then do not depend on it).
+
+Why these rules (measured on a 2-core CPU, see benchmarks/RESULTS.md): for
+the IWAE paper's 784-200-200-50 MLP VAE with a static batch, XLA costs
+1.5-3 s of compiling in the first epochs and saves about 0.5 ms per step at
+batch 32 and 1 ms at batch 128 (little at 512), so it repays itself after
+roughly 2,000-3,000 steps; the conv VAE of Keras's example runs at 0.71x
+under XLA on CPU. `steps_per_execution` removes Keras's per-batch Python
+work (10-30% of a small model's step) at no compile cost, but batch-level
+callbacks then run once per execution, so it is only chosen when no
+callback needs every batch.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["AutoExecution", "plan_execution", "describe_fit_data", "XLA_MIN_STEPS", "SPE_MAX"]
+
+XLA_MIN_STEPS = 4000
+SPE_MAX = 32
+
+_BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
+
+
+def _has_conv(model):
+    # Conv1D/2D/3D, Conv2DTranspose, Separable/DepthwiseConv2D, ConvEncoder, ...
+    return any("Conv" in type(layer).__name__
+               for layer in model._flatten_layers(include_self=False))
+
+
+def _callback_runs_per_execution(callback):
+    """True if `callback` is correct when its batch hooks run once per compiled call."""
+    if all(getattr(getattr(callback, hook, None), "_is_default", False) for hook in _BATCH_HOOKS):
+        return True  # no batch-level hooks at all
+    if getattr(callback, "runs_per_execution", False):
+        return True  # e.g. keras_vae.callbacks.StopOnNaN
+    if isinstance(callback, keras.callbacks.TerminateOnNaN):
+        return True
+    if isinstance(callback, (keras.callbacks.BackupAndRestore, keras.callbacks.ModelCheckpoint)):
+        return getattr(callback, "save_freq", None) == "epoch"
+    return False
+
+
+def _device_has_accelerator():
+    return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+
+
+def plan_execution(model, steps_per_epoch=None, epochs=1, batch_size=None, callbacks=(),
+                   steps_given=False):
+    """Resolves `jit_compile` and `steps_per_execution` for a planned training run.
+
+    Args:
+      model: a built keras_vae model (`VAE`, `Autoencoder`).
+      steps_per_epoch: batches per epoch, or None if unknown.
+      epochs: planned number of epochs.
+      batch_size: the (static) batch size, or None if unknown or variable.
+      callbacks: the callbacks `fit` will run.
+      steps_given: `steps_per_epoch` will be passed to `fit`. Keras 3.15 then
+        runs whole executions (with 60 steps and 32 per call it trains 64), so
+        steps_per_execution is chosen among the divisors of steps_per_epoch.
+
+    Returns:
+      dict with `jit_compile` (bool), `steps_per_execution` (int >= 1) and
+      `reasons` (a dict: why, for each of the two).
+
+    Example:
+      >>> plan_execution(vae, steps_per_epoch=469, epochs=100, batch_size=128)
+      {'jit_compile': True, 'steps_per_execution': 32, 'reasons': {...}}
+    """
+    jit, why_jit = _plan_jit(model, steps_per_epoch, epochs, batch_size)
+    spe, why_spe = _plan_spe(model, steps_per_epoch, callbacks, steps_given)
+    return {"jit_compile": jit, "steps_per_execution": spe,
+            "reasons": {"jit_compile": why_jit, "steps_per_execution": why_spe}}
+
+
+def _plan_jit(model, steps_per_epoch, epochs, batch_size):
+    if _device_has_accelerator():
+        return bool(model._resolve_auto_jit_compile()), "Keras's rule on an accelerator"
+    if model._distribute_strategy is not None:
+        return False, "XLA stays off under a tf.distribute strategy (as in Keras)"
+    if _has_conv(model):
+        return False, "convolutions run faster without XLA on CPU"
+    if steps_per_epoch is None or batch_size is None:
+        return False, ("the epoch length or a static batch size is not known (every new "
+                       "batch shape compiles again: a dataset with drop_remainder=True, or "
+                       "arrays whose length the batch size divides, let XLA be chosen)")
+    planned = int(steps_per_epoch) * int(epochs)
+    if planned < XLA_MIN_STEPS:
+        return False, (f"{planned} training steps are too few to repay compiling "
+                       f"(XLA from {XLA_MIN_STEPS} steps)")
+    return True, f"{planned} training steps repay compiling"
+
+
+def _plan_spe(model, steps_per_epoch, callbacks, steps_given=False):
+    if getattr(model, "run_eagerly", False):
+        return 1, "eager execution"
+    blocking = [type(c).__name__ for c in callbacks or () if not _callback_runs_per_execution(c)]
+    if blocking:
+        return 1, f"{', '.join(blocking)} needs every batch"
+    if not steps_per_epoch:
+        return 1, "the number of steps per epoch is not known"
+    steps = int(steps_per_epoch)
+    if not steps_given:  # the data ends the epoch, whatever the last call's length
+        return min(SPE_MAX, steps), f"{steps} steps per epoch"
+    spe = max(d for d in range(1, min(SPE_MAX, steps) + 1) if steps % d == 0)
+    return spe, f"the largest divisor up to {SPE_MAX} of steps_per_epoch={steps}"
+
+
+def describe_fit_data(x, batch_size=None, steps_per_epoch=None, validation_split=0.0):
+    """(steps per epoch, batch size) that `fit(x, ...)` will train with; None where unknown.
+
+    Arrays and tensors: `ceil(len(x) / batch_size)` steps of `batch_size`
+    (Keras's default 32); the batch size is None when the last batch is
+    smaller (its shape differs). A `tf.data.Dataset`: its finite cardinality, and the
+    static first dimension of its element spec (known with
+    `drop_remainder=True`). An explicit `steps_per_epoch` wins; a
+    `validation_split` shortens arrays as Keras does.
+    """
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        shape = getattr(spec, "shape", None)
+        batch = shape[0] if shape is not None and shape.rank else None
+        if steps_per_epoch is None:
+            cardinality = int(x.cardinality())
+            steps_per_epoch = cardinality if cardinality > 0 else None
+        return steps_per_epoch, batch
+    if isinstance(x, (np.ndarray, tf.Tensor)):
+        batch, n = batch_size or 32, int(x.shape[0])
+        if validation_split:  # Keras trains on the first floor(n * (1 - split)) examples
+            n = int(math.floor(n * (1.0 - validation_split)))
+        if steps_per_epoch is None:
+            steps_per_epoch = max(1, math.ceil(n / batch))
+            if n % batch:
+                return steps_per_epoch, None  # the last batch is smaller
+        return steps_per_epoch, batch
+    return steps_per_epoch, None
+
+
+class AutoExecution:
+    """Mixin for keras.Model subclasses: `compile` defaults to "auto" for `jit_compile`
+    and `steps_per_execution`, resolved by `plan_execution` at the first `fit`.
+
+    The resolved plan is kept in `model.execution_plan` (with its reasons) until
+    the next `compile`; a later `fit` re-plans `steps_per_execution` (its
+    callbacks may differ) but keeps the XLA choice, whose compile is paid.
+    When XLA was chosen automatically, `evaluate` and `predict` stay in graph
+    mode: they are short, would compile once per batch shape, and keep the
+    graph's random stream, so their numbers do not depend on the choice.
+    """
+
+    def compile(self, optimizer="rmsprop", *args, jit_compile="auto",
+                steps_per_execution="auto", **kwargs):
+        for name, value in (("jit_compile", jit_compile),
+                            ("steps_per_execution", steps_per_execution)):
+            if isinstance(value, str) and value != "auto":
+                raise ValueError(f"`{name}` must be 'auto' or a "
+                                 f"{'bool' if name == 'jit_compile' else 'positive int'}. "
+                                 f"Received: {name}={value!r}")
+        self._auto_jit = jit_compile == "auto"
+        self._auto_spe = steps_per_execution == "auto"
+        self._auto_xla_chosen = False
+        self.execution_plan = None
+        initial_jit = jit_compile
+        if self._auto_jit and not _device_has_accelerator():
+            initial_jit = False  # decided by the first fit
+        super().compile(optimizer, *args, jit_compile=initial_jit,
+                        steps_per_execution=1 if self._auto_spe else steps_per_execution,
+                        **kwargs)
+        # A saved model reloads with "auto" and plans again.
+        self._compile_config.config.update(jit_compile=jit_compile,
+                                           steps_per_execution=steps_per_execution)
+
+    def get_compile_config(self):
+        return super().get_compile_config()  # holds "auto" where compile() was given it
+
+    def compile_from_config(self, config):
+        # Keras skips models with their own compile(); ours takes the same arguments.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def plan_execution(self, steps_per_epoch=None, epochs=1, batch_size=None, callbacks=(),
+                       steps_given=False):
+        """Resolves the "auto" settings of `compile` for a planned run (see `plan_execution`).
+
+        Settings given explicitly to `compile` are kept; XLA, once chosen, is
+        kept too (its compile is paid). Returns the plan, also kept in
+        `self.execution_plan`.
+        """
+        plan = plan_execution(self, steps_per_epoch, epochs, batch_size, callbacks, steps_given)
+        reasons = plan["reasons"]
+        if not getattr(self, "_auto_jit", False):
+            plan["jit_compile"], reasons["jit_compile"] = bool(self.jit_compile), "set by compile()"
+        elif self._auto_xla_chosen and not plan["jit_compile"]:
+            plan["jit_compile"] = True
+            reasons["jit_compile"] = "chosen earlier for this compile() (its compile is paid)"
+        if not getattr(self, "_auto_spe", False):
+            plan["steps_per_execution"] = int(self.steps_per_execution)
+            reasons["steps_per_execution"] = "set by compile()"
+        if (plan["jit_compile"] != bool(self.jit_compile)
+                or plan["steps_per_execution"] != self.steps_per_execution):
+            self.jit_compile = plan["jit_compile"]
+            self.steps_per_execution = plan["steps_per_execution"]
+            self.train_function = self.test_function = self.predict_function = None
+        self._auto_xla_chosen = (getattr(self, "_auto_jit", False) and bool(self.jit_compile)
+                                 and not _device_has_accelerator())
+        self.execution_plan = plan
+        return plan
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None,
+            steps_per_epoch=None, **kwargs):
+        if self.compiled:  # (Keras raises its own error otherwise)
+            steps, batch = describe_fit_data(x, batch_size, steps_per_epoch,
+                                             kwargs.get("validation_split") or 0.0)
+            self.plan_execution(steps, epochs, batch, callbacks or (),
+                                steps_given=steps_per_epoch is not None)
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
+                           steps_per_epoch=steps_per_epoch, **kwargs)
+
+    def _graph_function(self, make, force):
+        if not getattr(self, "_auto_xla_chosen", False):
+            return make(force)
+        saved, self._jit_compile = self._jit_compile, False
+        try:
+            return make(force)
+        finally:
+            self._jit_compile = saved
+
+    def make_test_function(self, force=False):
+        return self._graph_function(super().make_test_function, force)
+
+    def make_predict_function(self, force=False):
+        return self._graph_function(super().make_predict_function, force)
