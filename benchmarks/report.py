@@ -29,6 +29,13 @@ def _cell_key(row):
     return (row["arch"], row["batch"], row["latent"], row["objective"] + k)
 
 
+def _plan(row):
+    plan = (row or {}).get("plan")
+    if not plan:
+        return "-"
+    return f"{'XLA' if plan['jit_compile'] else 'graph'}, spe {plan['steps_per_execution']}"
+
+
 def throughput_tables(rows, ceilings):
     """Summary (one line per cell: ratios to the plain-TF reference) and detail tables."""
     cells = {}
@@ -46,12 +53,14 @@ def throughput_tables(rows, ceilings):
 
         summary.append([
             arch, batch, latent, objective, fmt(ref["examples_per_s"]),
-            ratio("ref_xla"), ratio("kv_default"), ratio("kv_spe"), ratio("kv_xla"),
+            ratio("ref_xla"), ratio("kv_keras"), ratio("kv_auto"), _plan(c.get("kv_auto")),
+            ratio("kv_spe"), ratio("kv_xla"),
             ratio("keras_example") if "keras_example" in c else "-",
             f"{kv_best['contestant']} {kv_best['ratio_to_ref'] / ref_best['ratio_to_ref']:.2f}",
             f"{100 * kv_best['ceiling_share']:.0f}%",
         ])
-    head = ["arch", "B", "d", "objective", "ref ex/s", "ref_xla", "kv_default", "kv_spe",
+    head = ["arch", "B", "d", "objective", "ref ex/s", "ref_xla", "kv_keras", "kv_auto",
+            "kv_auto plan", "kv_spe",
             "kv_xla", "keras_example", "best kv / best ref", "best kv, share of ceiling"]
     detail = [[r["arch"], r["batch"], r["latent"], _cell_key(r)[3], r["contestant"],
                fmt(r["examples_per_s"]), f"{r['ratio_to_ref']:.2f} ± {r['ratio_iqr'] / 2:.2f}",

@@ -6,9 +6,12 @@ times these contestants for the same number of steps per round:
 ```none
 ref          PlainMLPVAE / PlainConvVAE: one tf.function step, Python loop over tf.data
 ref_xla      the same step with jit_compile=True (Philox RNG)
-kv_default   kv.VAE + kv.data.make_dataset(binarize="dynamic") + model.fit, compile() defaults
-kv_spe       the same with compile(steps_per_execution=S)          (graph)
-kv_xla       the same with compile(jit_compile=True, steps_per_execution=S)
+kv_keras     kv.VAE + kv.data.make_dataset(binarize="dynamic", drop_remainder=True) +
+             model.fit, compile(jit_compile=False, steps_per_execution=1): Keras's defaults
+kv_auto      the same with compile() defaults ("auto"), planned for a 10-pass run over
+             60,000 images (vae.plan_execution; what fit() itself would choose for it)
+kv_spe       compile(jit_compile=False, steps_per_execution=S)          (graph)
+kv_xla       compile(jit_compile=True, steps_per_execution=S)
 keras_example  (conv only) the Keras VAE example's code as written, fed the same batches
 ```
 
@@ -29,7 +32,8 @@ from benchmarks import reference, timing
 
 __all__ = ["mlp_grid", "conv_cells", "mlp_flops", "conv_flops", "CONTESTANTS"]
 
-CONTESTANTS = ("ref", "ref_xla", "kv_default", "kv_spe", "kv_xla")
+CONTESTANTS = ("ref", "ref_xla", "kv_keras", "kv_auto", "kv_spe", "kv_xla")
+PLANNED_PASSES, PLANNED_EXAMPLES = 10, 60000
 HIDDEN = (200, 200)
 
 
@@ -49,7 +53,21 @@ def conv_flops(latent_dim=2):
     return 3 * (enc + dec)
 
 
-def _kv_mlp(latent_dim, objective, num_samples, jit_compile, steps_per_execution):
+def _compile(vae, jit_compile, steps_per_execution, batch):
+    """jit_compile None: compile() defaults ("auto"), planned for a 10-pass run of batch `batch`."""
+    import keras
+
+    if jit_compile is None:
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        vae.plan_execution(steps_per_epoch=PLANNED_EXAMPLES // batch, epochs=PLANNED_PASSES,
+                           batch_size=batch)
+    else:
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile,
+                    steps_per_execution=steps_per_execution)
+    return vae
+
+
+def _kv_mlp(latent_dim, objective, num_samples, jit_compile, steps_per_execution, batch=128):
     import keras
 
     import keras_vae as kv
@@ -58,23 +76,17 @@ def _kv_mlp(latent_dim, objective, num_samples, jit_compile, steps_per_execution
     vae = kv.VAE(kv.MLPEncoder(latent_dim, hidden=HIDDEN, activation="tanh"),
                  kv.MLPDecoder((28, 28, 1), hidden=HIDDEN, activation="tanh"),
                  objective=objective, num_samples=num_samples)
-    kwargs = {} if jit_compile is None else {"jit_compile": jit_compile,
-                                             "steps_per_execution": steps_per_execution}
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3), **kwargs)
-    return vae
+    return _compile(vae, jit_compile, steps_per_execution, batch)
 
 
-def _kv_conv(latent_dim, jit_compile, steps_per_execution):
+def _kv_conv(latent_dim, jit_compile, steps_per_execution, batch=128):
     import keras
 
     import keras_vae as kv
 
     keras.utils.set_random_seed(0)
     vae = kv.VAE(kv.ConvEncoder(latent_dim), kv.ConvDecoder((28, 28, 1)))
-    kwargs = {} if jit_compile is None else {"jit_compile": jit_compile,
-                                             "steps_per_execution": steps_per_execution}
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3), **kwargs)
-    return vae
+    return _compile(vae, jit_compile, steps_per_execution, batch)
 
 
 def _fit_runner(model, dataset, steps):
@@ -114,11 +126,12 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
             return _loop_runner(model, ref_ds, steps)
         return _fit_runner(model, kv_ds, steps)
 
-    # Warm every contestant (tracing, XLA compilation) with a multiple of S steps.
-    for name in models:
-        runner(name, 2 * spe)()
     steps = _calibrate(lambda n: runner("ref", n)(), seconds)
     steps = max(spe, steps // spe * spe)
+    # Warm every contestant (tracing, XLA compilation) with the timed number of steps:
+    # kv_auto re-plans steps_per_execution from each fit's steps_per_epoch.
+    for name in models:
+        runner(name, steps)()
     runners = {name: runner(name, steps) for name in models}
     losses = {}
 
@@ -151,6 +164,7 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
             "best_ceiling_gflops": ceiling,
             "peak_mb": result[name]["peak_mb"], "growth_mb": result[name]["growth_mb"],
             "final_loss": losses.get(name),
+            "plan": getattr(models[name], "execution_plan", None),
         })
     del models, runners  # free the cell's models, datasets and iterators before the next
     gc.collect()
@@ -186,7 +200,8 @@ def mlp_grid(x, batches=(32, 128, 512), latents=(2, 50), rounds=5, seconds=1.0,
                                                  num_samples=k),
             "ref_xla": lambda: reference.PlainMLPVAE(784, HIDDEN, latent, objective=objective,
                                                      num_samples=k, jit_compile=True),
-            "kv_default": lambda: _kv_mlp(latent, objective, k, None, 1),
+            "kv_keras": lambda: _kv_mlp(latent, objective, k, False, 1),
+            "kv_auto": lambda: _kv_mlp(latent, objective, k, None, None, batch),
             "kv_spe": lambda: _kv_mlp(latent, objective, k, False, spe),
             "kv_xla": lambda: _kv_mlp(latent, objective, k, True, spe),
         }
@@ -211,7 +226,8 @@ def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None
             "ref": lambda: reference.PlainConvVAE((28, 28, 1), latent),
             "ref_xla": lambda: reference.PlainConvVAE((28, 28, 1), latent, jit_compile=True),
             "keras_example": lambda: reference.keras_example_vae(latent),
-            "kv_default": lambda: _kv_conv(latent, None, 1),
+            "kv_keras": lambda: _kv_conv(latent, False, 1),
+            "kv_auto": lambda: _kv_conv(latent, None, None, batch),
             "kv_spe": lambda: _kv_conv(latent, False, spe),
             "kv_xla": lambda: _kv_conv(latent, True, spe),
         }
