@@ -202,9 +202,6 @@ class AutoExecution:
         self._compile_config.config.update(jit_compile=jit_compile,
                                            steps_per_execution=steps_per_execution)
 
-    def get_compile_config(self):
-        return super().get_compile_config()  # holds "auto" where compile() was given it
-
     def compile_from_config(self, config):
         # Keras skips models with their own compile(); ours takes the same arguments.
         config = keras.saving.deserialize_keras_object(config)
