@@ -190,7 +190,6 @@ class AutoExecution:
                                  f"Received: {name}={value!r}")
         self._auto_jit = jit_compile == "auto"
         self._auto_spe = steps_per_execution == "auto"
-        self._auto_xla_chosen = False
         self.execution_plan = None
         initial_jit = jit_compile
         if self._auto_jit and not _device_has_accelerator():
@@ -232,8 +231,6 @@ class AutoExecution:
             self.jit_compile = plan["jit_compile"]
             self.steps_per_execution = plan["steps_per_execution"]
             self.train_function = self.test_function = self.predict_function = None
-        self._auto_xla_chosen = (getattr(self, "_auto_jit", False) and bool(self.jit_compile)
-                                 and not _device_has_accelerator())
         self.execution_plan = plan
         return plan
 
@@ -247,8 +244,14 @@ class AutoExecution:
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
                            steps_per_epoch=steps_per_epoch, **kwargs)
 
+    @property
+    def _auto_xla_chosen(self):
+        """XLA on a CPU-only machine because "auto" chose it (not because compile() said so)."""
+        return (getattr(self, "_auto_jit", False) and bool(self.jit_compile)
+                and not _device_has_accelerator())
+
     def _graph_function(self, make, force):
-        if not getattr(self, "_auto_xla_chosen", False):
+        if not self._auto_xla_chosen:
             return make(force)
         saved, self._jit_compile = self._jit_compile, False
         try:
