@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import evaluation, latent
-from keras_vae.distributions import _positive_int
+from keras_vae import validation
 
 __all__ = [
     "SCORES",
@@ -240,8 +240,8 @@ def impute(model, x, mask, steps=50, method="mean", batch_size=500, seed=0, init
     if method not in _IMPUTE_METHODS:
         raise ValueError(f"`method` must be one of {_IMPUTE_METHODS}. "
                          f"Received: method={method!r}")
-    steps = _positive_int("steps", steps)
-    batch_size = _positive_int("batch_size", batch_size)
+    steps = validation.positive_int("steps", steps)
+    batch_size = validation.batch_size(batch_size)
     x_raw = np.asarray(x.numpy() if isinstance(x, tf.Tensor) else x, "float32")
     mask = _mask(mask, x_raw)
     start = mean_fill(x_raw, mask) if init is None else np.where(
@@ -287,7 +287,7 @@ def imputation_report(model, x, missing_fraction=0.5, steps=50, method="mean",
     if not 0.0 < fraction < 1.0:
         raise ValueError("`missing_fraction` must be in (0, 1). "
                          f"Received: missing_fraction={missing_fraction!r}")
-    rng = np.random.default_rng(evaluation._seed(seed))
+    rng = np.random.default_rng(validation.seed(seed))
     observed = rng.uniform(size=x.shape) >= fraction
     filled = impute(model, x, observed, steps=steps, method=method,
                     batch_size=batch_size, seed=seed)

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
-from keras_vae.base import BaseAutoencoder, _replica, corrupt
+from keras_vae import validation
+from keras_vae.base import BaseAutoencoder, corrupt, replica_context
 from keras_vae.networks import MLPDecoder, MLPEncoder, _hidden
 from keras_vae.objectives import reconstruction_objective
 from keras_vae.tied import TiedMLPDecoder, _TiedDense
@@ -161,7 +162,7 @@ class _Stage(keras.Model):
 
     def train_step(self, data):
         h, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        _, replicas = _replica()
+        _, replicas = replica_context()
         with tf.GradientTape() as tape:
             loss, reconstruction = self._terms(h, training=True)
             scaled = self.optimizer.scale_loss(loss / replicas)  # replicas sum gradients
@@ -241,8 +242,8 @@ def pretrain_layerwise(model, x, epochs=1, batch_size=128, verbose=0, optimizer=
       >>> ae.fit(x_train, epochs=5)
     """
     encoder_layers, decoder_layers = _layer_stacks(model)
-    epochs = dists._positive_int("epochs", epochs)
-    batch_size = dists._positive_int("batch_size", batch_size)
+    epochs = validation.positive_int("epochs", epochs)
+    batch_size = validation.batch_size(batch_size)
     if isinstance(x, tf.data.Dataset) or hasattr(x, "__next__"):
         raise TypeError(
             "pretrain_layerwise needs the training data as an array (the codes of "

@@ -20,9 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
+from keras_vae import validation
 from keras_vae.execution import AutoExecution
 
-__all__ = ["BaseAutoencoder", "check_data", "corrupt", "CORRUPTIONS"]
+__all__ = ["BaseAutoencoder", "corrupt", "CORRUPTIONS", "replica_context"]
 
 
 def _fingerprint(x):
@@ -41,60 +42,12 @@ def _fingerprint(x):
     return tf.math.floormod(tf.reduce_sum(mixed * weights), 2 ** 20)
 
 
-def _replica():
+def replica_context():
     """(replica id, number of replicas in sync) inside a replica context."""
     ctx = tf.distribute.get_replica_context()
     if ctx is None:
         return 0, 1
     return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
-
-
-def check_data(x, data_shape, likelihood_head=None, name="x"):
-    """Validates a batch of examples (numpy-convertible) against a model's data shape.
-
-    Raises TypeError/ValueError naming what was expected and received: wrong
-    rank or shape, non-numeric dtype, empty arrays, NaN/Inf, values outside
-    the likelihood's support. `tf.data.Dataset`s are checked by element spec.
-    """
-    if isinstance(x, tf.data.Dataset):
-        spec = x.element_spec
-        if isinstance(spec, tuple):
-            spec = spec[0]
-        shape = tuple(spec.shape)
-        if len(shape) != len(data_shape) + 1 or any(
-            s is not None and s != d for s, d in zip(shape[1:], data_shape)
-        ):
-            raise ValueError(
-                f"Expected dataset batches of shape (batch,) + {data_shape}. "
-                f"Received: {name}.element_spec.shape={shape}"
-            )
-        return
-    if isinstance(x, keras.utils.PyDataset) or hasattr(x, "__next__"):
-        return  # generators and PyDatasets are checked batch by batch by Keras
-    if isinstance(x, dict) or x is None:
-        raise TypeError(
-            f"Expected `{name}` as an array of shape (batch,) + {data_shape}. "
-            f"Received: {name} of type {type(x).__name__}"
-        )
-    arr = x.numpy() if isinstance(x, tf.Tensor) else np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-        or np.issubdtype(arr.dtype, np.bool_)
-    ):
-        raise TypeError(
-            f"Expected `{name}` to hold real numbers. Received: {name}.dtype={arr.dtype}"
-        )
-    if arr.ndim != len(data_shape) + 1 or tuple(arr.shape[1:]) != tuple(data_shape):
-        raise ValueError(
-            f"Expected `{name}` of shape (batch,) + {tuple(data_shape)}. "
-            f"Received: {name}.shape={arr.shape}"
-        )
-    if arr.shape[0] == 0:
-        raise ValueError(f"Expected at least one example. Received: {name}.shape={arr.shape}")
-    if likelihood_head is not None and hasattr(likelihood_head, "check_support"):
-        likelihood_head.check_support(arr, name=name)
-    elif np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or Inf")
 
 
 CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
@@ -106,12 +59,8 @@ def _corruption_args(corruption, rate, stddev):
             f"`corruption` must be None or one of {CORRUPTIONS}. "
             f"Received: corruption={corruption!r}"
         )
-    rate = dists._positive_float("corruption_rate", rate, allow_zero=True)
-    if rate > 1:
-        raise ValueError(
-            f"`corruption_rate` must lie in [0, 1]. Received: corruption_rate={rate!r}"
-        )
-    return corruption, rate, dists._positive_float("corruption_stddev", stddev)
+    return (corruption, validation.fraction("corruption_rate", rate),
+            validation.positive_float("corruption_stddev", stddev))
 
 
 def corrupt(x, seed, kind, rate=0.25, stddev=0.1, support=None):
@@ -223,9 +172,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         self.data_shape = tuple(decoder.event_shape)
         self.corruption, self.corruption_rate, self.corruption_stddev = _corruption_args(
             corruption, corruption_rate, corruption_stddev)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"`seed` must be an integer. Received: seed={seed!r}")
-        self.seed = int(seed) % (2 ** 31 - 1)
+        self.seed = validation.seed32(seed)
 
     def _finish_init(self, metric_names):
         self._trackers = {n: keras.metrics.Mean(name=n) for n in metric_names}
@@ -252,7 +199,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         the fingerprint hashes the batch's bits: every batch gets its own noise,
         and evaluating the same data again gives the same numbers.
         """
-        replica, replicas = _replica()
+        replica, replicas = replica_context()
         replica = tf.cast(replica, tf.int64)
         if training:
             counter = 2 * (tf.cast(self.optimizer.iterations, tf.int64) * replicas + replica)
@@ -283,7 +230,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
 
     def train_step(self, data):
         x = self._data(data)
-        _, replicas = _replica()
+        _, replicas = replica_context()
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x, training=True)
             loss = terms["loss"]
@@ -327,7 +274,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
     # -------------------------------------------------- Keras entry points
 
     def _check(self, x, name="x"):
-        check_data(x, self.data_shape, self.decoder.head, name=name)
+        validation.check_data(x, self.data_shape, self.decoder.head, name=name)
 
     def _check_validation(self, validation_data):
         if validation_data is None:

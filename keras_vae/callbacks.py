@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from keras_vae.distributions import _positive_float, _positive_int
+from keras_vae import validation
 
 __all__ = ["KLWarmup", "EpochCounter", "StopOnNaN", "TrainingDivergedError", "ImageSummaries",
            "tensorboard_callbacks"]
@@ -41,16 +41,16 @@ class KLWarmup(keras.callbacks.Callback):
 
     def __init__(self, steps, schedule="linear", target=1.0, start=0.0, ratio=0.5):
         super().__init__()
-        self.steps = _positive_int("steps", steps)
+        self.steps = validation.positive_int("steps", steps)
         if schedule not in ("linear", "cyclical"):
             raise ValueError(
                 "`schedule` must be 'linear' or 'cyclical'. "
                 f"Received: schedule={schedule!r}"
             )
         self.schedule = schedule
-        self.target = _positive_float("target", target, allow_zero=True)
-        self.start = _positive_float("start", start, allow_zero=True)
-        ratio = _positive_float("ratio", ratio)
+        self.target = validation.non_negative_float("target", target)
+        self.start = validation.non_negative_float("start", start)
+        ratio = validation.positive_float("ratio", ratio)
         if ratio > 1:
             raise ValueError(f"`ratio` must lie in (0, 1]. Received: ratio={ratio!r}")
         self.ratio = ratio

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import sources
+from keras_vae import sources, validation
 
 __all__ = ["load", "make_dataset", "binarize_static"]
 
@@ -78,7 +78,7 @@ def load(name_or_path="digits", *, binarize=None, data_dir=None, download=True,
     ((60000, 28, 28, 1), dtype('int64'))
     """
     _check_binarize(binarize)
-    _check_seed(seed)
+    validation.seed(seed)
     if validation_split is not None and not (
         isinstance(validation_split, (float, int)) and 0 < validation_split < 1
     ):
@@ -141,7 +141,7 @@ def binarize_static(x, seed=0):
     >>> binarize_static(np.full((2, 3), 0.5), seed=0).shape
     (2, 3)
     """
-    _check_seed(seed)
+    validation.seed(seed)
     x = np.asarray(x, dtype=np.float32)
     _check_probabilities(x)
     rng = np.random.default_rng(seed)
@@ -199,11 +199,8 @@ def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=No
     TensorShape([100, 8, 8, 1])
     """
     _check_binarize(binarize)
-    _check_seed(seed)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(f"Expected batch_size to be an int. Received: batch_size={batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"Expected batch_size to be positive. Received: batch_size={batch_size}")
+    validation.seed(seed)
+    batch_size = validation.batch_size(batch_size)
     x = np.asarray(x)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise TypeError(f"Expected x to be a numeric array. Received: x.dtype={x.dtype}")
@@ -278,11 +275,6 @@ def _check_binarize(binarize):
     if not (binarize is None or isinstance(binarize, str) and binarize in _BINARIZE_MODES):
         raise ValueError(f"Expected binarize to be one of {_BINARIZE_MODES}. "
                          f"Received: binarize={binarize!r}")
-
-
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"Expected seed to be a non-negative int. Received: seed={seed!r}")
 
 
 def _own_split_error(source, validation_split):

@@ -24,9 +24,11 @@ stateless generator to a slow kernel on CPU).
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from keras_vae import validation
+from keras_vae.heads import Head, reparameterized_sample, stateless_normal
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -45,117 +47,10 @@ __all__ = [
     "LIKELIHOODS",
     "reparameterized_sample",
     "stateless_normal",
+    "Head",
 ]
 
-_PACKAGE = "keras_vae"
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def _positive_float(name, value, allow_zero=False):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(
-            f"`{name}` must be a finite number {bound}. Received: {name}={value!r}"
-        )
-    return value
-
-
-def _event_shape(name, shape):
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
-    try:
-        given = tuple(shape)
-        if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in given):
-            raise TypeError
-        shape = tuple(int(d) for d in given)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`{name}` must be a tuple of positive integers such as (28, 28, 1). "
-            f"Received: {name}={shape!r}"
-        ) from None
-    if not shape or any(d < 1 for d in shape):
-        raise ValueError(
-            f"`{name}` must be a non-empty tuple of positive integers such as "
-            f"(28, 28, 1). Received: {name}={shape!r}"
-        )
-    return shape
-
-
-def stateless_normal(shape, seed, dtype=tf.float32):
-    """Standard normal noise from a stateless `seed` (int32[2]) via Philox."""
-    return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg="philox")
-
-
-def reparameterized_sample(distribution, num_samples, seed):
-    """Draws `num_samples` reparameterized samples, `z = loc + scale @ eps`.
-
-    Args:
-      distribution: a posterior from a head of this module (or any TFP
-        distribution; non-Gaussian ones fall back to `distribution.sample`).
-      num_samples: Python int or scalar int tensor L.
-      seed: stateless seed, int32 tensor of shape [2].
-
-    Returns:
-      Tensor of shape `[L] + batch_shape + event_shape`, differentiable with
-      respect to the distribution's parameters.
-    """
-    if isinstance(distribution, tfd.Independent) and isinstance(
-        distribution.distribution, tfd.Normal
-    ):
-        base = distribution.distribution
-        loc, scale = base.loc, base.scale
-        shape = tf.concat([[num_samples], tf.shape(loc)], axis=0)
-        return loc + scale * stateless_normal(shape, seed, loc.dtype)
-    if isinstance(distribution, tfd.MultivariateNormalLinearOperator):
-        loc = distribution.loc
-        shape = tf.concat([[num_samples], tf.shape(loc)], axis=0)
-        eps = stateless_normal(shape, seed, loc.dtype)
-        return loc + distribution.scale.matvec(eps)
-    if isinstance(distribution, tfd.VectorDeterministic):  # point mass: z = loc
-        loc = distribution.loc
-        return tf.broadcast_to(loc, tf.concat([[num_samples], tf.shape(loc)], axis=0))
-    return distribution.sample(num_samples, seed=seed)
-
-
-class _Head(keras.layers.Layer):
-    """Base class: a float32 layer with `params_size()` and `call(params)`."""
-
-    def __init__(self, **kwargs):
-        kwargs["dtype"] = "float32"  # distribution parameters stay float32
-        super().__init__(**kwargs)
-
-    def build(self, input_shape=None):
-        self.built = True
-
-    def params_size(self):
-        raise NotImplementedError
-
-    def _params(self, params):
-        params = tf.cast(params, tf.float32)
-        expected = self.params_size()
-        if params.shape[-1] is not None and params.shape[-1] != expected:
-            raise ValueError(
-                f"{type(self).__name__} expects {expected} parameters on the last "
-                f"axis. Received: params.shape={tuple(params.shape)}"
-            )
-        return params
-
-    def compute_output_spec(self, *args, **kwargs):  # pragma: no cover
-        raise NotImplementedError(
-            f"{type(self).__name__} returns a distribution and cannot be used in "
-            "the Functional API; use it in a subclassed layer or model."
-        )
+_PACKAGE = "keras_vae"  # registration package of every serialisable class
 
 
 # --------------------------------------------------------------------------
@@ -164,7 +59,7 @@ class _Head(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class DiagonalGaussianPosterior(_Head):
+class DiagonalGaussianPosterior(Head):
     """`q(z|x) = N(mu, diag(sigma^2))` with `sigma = softplus(raw) + min_scale`.
 
     #### Mathematical details
@@ -189,8 +84,8 @@ class DiagonalGaussianPosterior(_Head):
 
     def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = _positive_int("latent_dim", latent_dim)
-        self.min_scale = _positive_float("min_scale", min_scale, allow_zero=True)
+        self.latent_dim = validation.positive_int("latent_dim", latent_dim)
+        self.min_scale = validation.non_negative_float("min_scale", min_scale)
 
     def params_size(self):
         return 2 * self.latent_dim
@@ -207,7 +102,7 @@ class DiagonalGaussianPosterior(_Head):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class FullCovariancePosterior(_Head):
+class FullCovariancePosterior(Head):
     """`q(z|x) = N(mu, L L^T)` with a lower-triangular Cholesky factor `L`.
 
     #### Mathematical details
@@ -228,8 +123,8 @@ class FullCovariancePosterior(_Head):
 
     def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = _positive_int("latent_dim", latent_dim)
-        self.min_scale = _positive_float("min_scale", min_scale, allow_zero=True)
+        self.latent_dim = validation.positive_int("latent_dim", latent_dim)
+        self.min_scale = validation.non_negative_float("min_scale", min_scale)
 
     def params_size(self):
         d = self.latent_dim
@@ -256,7 +151,7 @@ def _tril_identity_offset(d):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class PointMassPosterior(_Head):
+class PointMassPosterior(Head):
     """Deterministic encoder: `q(z|x) = delta(z - f(x))`, the code of a plain autoencoder.
 
     #### Mathematical details
@@ -282,7 +177,7 @@ class PointMassPosterior(_Head):
     def __init__(self, latent_dim, **kwargs):
         kwargs.pop("min_scale", None)  # accepted for a uniform get_posterior signature
         super().__init__(**kwargs)
-        self.latent_dim = _positive_int("latent_dim", latent_dim)
+        self.latent_dim = validation.positive_int("latent_dim", latent_dim)
 
     def params_size(self):
         return self.latent_dim
@@ -303,7 +198,7 @@ POSTERIORS = {
 
 def get_posterior(identifier, latent_dim, **kwargs):
     """Returns a posterior head from a name ("diagonal", "full", "point_mass") or a head."""
-    if isinstance(identifier, _Head):
+    if isinstance(identifier, Head):
         return identifier
     if identifier not in POSTERIORS:
         raise ValueError(
@@ -313,9 +208,9 @@ def get_posterior(identifier, latent_dim, **kwargs):
     return POSTERIORS[identifier](latent_dim, **kwargs)
 
 
-# The likelihood heads live in keras_vae/likelihoods.py; they are importable from
-# here too, as part of the one head contract.
-from keras_vae.likelihoods import (  # noqa: E402  (after _Head, which they extend)
+# The likelihood heads live in keras_vae/likelihoods.py (both kinds extend
+# keras_vae.heads.Head); they are importable from here too, as one head contract.
+from keras_vae.likelihoods import (  # noqa: E402
     LIKELIHOODS,
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,

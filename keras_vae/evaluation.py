@@ -45,8 +45,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_vae import objectives
-from keras_vae.distributions import _positive_int, reparameterized_sample
-from keras_vae.base import check_data
+from keras_vae import validation
+from keras_vae.heads import reparameterized_sample
 
 tfd = tfp.distributions
 
@@ -116,29 +116,17 @@ def check_inputs(model, x, name="x"):
             f"Received: {name} of type {type(x).__name__}"
         )
     data_shape = getattr(model, "data_shape", None)
-    if data_shape is not None:
-        head = getattr(getattr(model, "decoder", None), "head", None)
-        check_data(x, tuple(data_shape), head, name=name)
-    arr = x.numpy() if isinstance(x, tf.Tensor) else np.asarray(x)
-    if data_shape is None:
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or arr.ndim < 2 \
-                or arr.shape[0] == 0 or not np.all(np.isfinite(arr)):
-            raise ValueError(
-                f"Expected `{name}` as a finite real array of shape (batch,) + data_shape "
-                f"with at least one example. Received: {name}.shape={arr.shape}, "
-                f"{name}.dtype={arr.dtype}"
-            )
-    return arr.astype("float32", copy=False)
+    head = getattr(getattr(model, "decoder", None), "head", None)
+    return validation.data_array(x, None if data_shape is None else tuple(data_shape),
+                                 head, name=name)
 
 
 def _batch_size(batch_size):
-    return _positive_int("batch_size", batch_size)
+    return validation.batch_size(batch_size)
 
 
 def _seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"`seed` must be an integer. Received: seed={seed!r}")
-    return int(seed) % (2 ** 31 - 1)
+    return validation.seed32(seed)
 
 
 _FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {key: tf.function}
@@ -211,7 +199,7 @@ class LogLikelihood:
 def _chunk_size(chunk_size, num_samples, batch_size, width):
     if chunk_size is None:
         return max(1, min(num_samples, _ELEMENT_BUDGET // max(1, batch_size * width)))
-    return min(_positive_int("chunk_size", chunk_size), num_samples)
+    return min(validation.positive_int("chunk_size", chunk_size), num_samples)
 
 
 def _width(model, num_dims):
@@ -287,7 +275,7 @@ def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, 
     """
     _require_prior(model, "log_likelihood")
     x = check_inputs(model, x)
-    num_samples = _positive_int("num_samples", num_samples)
+    num_samples = validation.positive_int("num_samples", num_samples)
     batch_size = _batch_size(batch_size)
     seed = _seed(seed)
     data_shape = tuple(x.shape[1:])
@@ -320,7 +308,7 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0):
     """
     _require_prior(model, "elbo_terms")
     x = check_inputs(model, x)
-    num_samples = _positive_int("num_samples", num_samples)
+    num_samples = validation.positive_int("num_samples", num_samples)
     batch_size = _batch_size(batch_size)
     analytic = bool(getattr(model, "analytic_kl", True))
 
@@ -375,7 +363,7 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
     from keras_vae import applications, latent  # both build on this module
 
     x = check_inputs(model, x)
-    num_samples = _positive_int("num_samples", num_samples)
+    num_samples = validation.positive_int("num_samples", num_samples)
     num_dims = int(np.prod(x.shape[1:]))
     metrics = {"num_samples": num_samples, "num_examples": int(len(x)),
                "num_dims": num_dims, "seed": _seed(seed)}

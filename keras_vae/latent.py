@@ -25,7 +25,7 @@ Example:
 import numpy as np
 import tensorflow as tf
 
-from keras_vae.distributions import _positive_int
+from keras_vae import validation
 from keras_vae.evaluation import _batch_size, check_inputs, decode, encode
 
 __all__ = [
@@ -89,7 +89,7 @@ def pca_embedding(x, n_components, x_fit=None):
     """
     from sklearn.decomposition import PCA
 
-    n_components = _positive_int("n_components", n_components)
+    n_components = validation.positive_int("n_components", n_components)
     flat = np.asarray(x, "float64").reshape(len(x), -1)
     fit = flat if x_fit is None else np.asarray(x_fit, "float64").reshape(len(x_fit), -1)
     pca = PCA(n_components=min(n_components, *fit.shape), svd_solver="full").fit(fit)
@@ -121,7 +121,7 @@ def knn_accuracy(features, labels, k=5):
             f"Expected one label per example ({len(features)}). "
             f"Received: labels.shape={labels.shape}"
         )
-    k = _positive_int("k", k)
+    k = validation.positive_int("k", k)
     if k >= len(labels):
         raise ValueError(f"`k` must be smaller than the number of examples "
                          f"({len(labels)}). Received: k={k}")

@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae.distributions import _event_shape, _Head, _positive_float
+from keras_vae import validation
+from keras_vae.heads import Head
 
 tfd = tfp.distributions
 
@@ -30,7 +31,7 @@ __all__ = [
 _PACKAGE = "keras_vae"
 
 
-class _LikelihoodHead(_Head):
+class _LikelihoodHead(Head):
     """Per-element likelihood with `num_params` numbers per data element.
 
     Subclasses implement `_distribution(*params)` on tensors of shape
@@ -43,7 +44,7 @@ class _LikelihoodHead(_Head):
 
     def __init__(self, event_shape, **kwargs):
         super().__init__(**kwargs)
-        self.event_shape = _event_shape("event_shape", event_shape)
+        self.event_shape = validation.event_shape("event_shape", event_shape)
 
     def params_size(self):
         return int(np.prod(self.event_shape)) * self.num_params
@@ -161,7 +162,7 @@ class GaussianLikelihood(_LikelihoodHead):
 
     def __init__(self, event_shape, scale=1.0, **kwargs):
         super().__init__(event_shape, **kwargs)
-        self.scale = _positive_float("scale", scale)
+        self.scale = validation.positive_float("scale", scale)
 
     def _distribution(self, loc):
         return tfd.Normal(loc, self.scale)
@@ -198,7 +199,7 @@ class LearnedGaussianLikelihood(_LikelihoodHead):
                 f"Received: scale={scale!r}"
             )
         self.scale = scale
-        self.min_scale = _positive_float("min_scale", min_scale, allow_zero=True)
+        self.min_scale = validation.non_negative_float("min_scale", min_scale)
         self.num_params = 2 if scale == "per_pixel" else 1
 
     def build(self, input_shape=None):

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
+from keras_vae import validation
 from keras_vae import objectives
 from keras_vae import priors as priors_lib
 from keras_vae.base import BaseAutoencoder
@@ -89,18 +90,18 @@ class VAE(BaseAutoencoder):
                 f"Received: objective={objective!r}"
             )
         self.prior = priors_lib.get_prior(prior, self.latent_dim)
-        self.num_samples = dists._positive_int("num_samples", num_samples)
+        self.num_samples = validation.positive_int("num_samples", num_samples)
         if not isinstance(analytic_kl, (bool, np.bool_)):
             raise TypeError(f"`analytic_kl` must be a bool. Received: analytic_kl={analytic_kl!r}")
         self.analytic_kl = bool(analytic_kl)
         self.objective = objective
-        self.free_bits = dists._positive_float("free_bits", free_bits, allow_zero=True)
+        self.free_bits = validation.non_negative_float("free_bits", free_bits)
         if objective == "iwae" and self.free_bits:
             raise ValueError(
                 "free_bits applies to the 'elbo' objective only. "
                 f"Received: objective='iwae', free_bits={free_bits!r}"
             )
-        self._initial_beta = dists._positive_float("beta", beta, allow_zero=True)
+        self._initial_beta = validation.non_negative_float("beta", beta)
         self.beta = self.add_weight(
             name="beta", shape=(), dtype="float32", trainable=False,
             initializer=keras.initializers.Constant(self._initial_beta),
@@ -152,7 +153,7 @@ class VAE(BaseAutoencoder):
         Returns:
           float32 tensor `[n] + data_shape`.
         """
-        n = dists._positive_int("num_samples", num_samples)
+        n = validation.positive_int("num_samples", num_samples)
         if seed is None:
             seed = secrets.randbelow(2 ** 31 - 1)
         seeds = tf.random.split(tf.constant([int(seed) % (2 ** 31 - 1), 7], tf.int32), 2)

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
+from keras_vae import validation
 
 __all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
 
@@ -35,7 +36,7 @@ def _hidden(name, hidden):
             f"`{name}` must be a tuple of positive integers. Received: {name}={hidden!r}"
         ) from None
     for h in hidden:
-        dists._positive_int(name, h)
+        validation.positive_int(name, h)
     return tuple(int(h) for h in hidden)
 
 
@@ -90,7 +91,7 @@ class _Encoder(keras.layers.Layer):
 
     def __init__(self, latent_dim, posterior="diagonal", min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = dists._positive_int("latent_dim", latent_dim)
+        self.latent_dim = validation.positive_int("latent_dim", latent_dim)
         self._posterior_id = _deserialize_head(posterior)
         self.head = dists.get_posterior(self._posterior_id, self.latent_dim,
                                         min_scale=min_scale)
@@ -123,7 +124,7 @@ class _Decoder(keras.layers.Layer):
 
     def __init__(self, output_shape, likelihood="bernoulli", **kwargs):
         super().__init__(**kwargs)
-        self.event_shape = dists._event_shape("output_shape", output_shape)
+        self.event_shape = validation.event_shape("output_shape", output_shape)
         self._likelihood_id = _deserialize_head(likelihood)
         self.head = dists.get_likelihood(self._likelihood_id, self.event_shape)
         if tuple(self.head.event_shape) != self.event_shape:
@@ -136,7 +137,7 @@ class _Decoder(keras.layers.Layer):
 
     def build(self, input_shape):
         latent_dim = tuple(input_shape)[-1]
-        self.latent_dim = dists._positive_int("latent_dim", latent_dim)
+        self.latent_dim = validation.positive_int("latent_dim", latent_dim)
         self._build_body(self.latent_dim)
         self.head.build((None, self.head.params_size()))
         self.built = True
@@ -234,7 +235,7 @@ class MLPDecoder(_Decoder):
 
 
 def _conv_args(filters, kernel_size, activation):
-    return _hidden("filters", filters), dists._positive_int("kernel_size", kernel_size), \
+    return _hidden("filters", filters), validation.positive_int("kernel_size", kernel_size), \
         _activation(activation)
 
 

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae.distributions import _positive_int
+from keras_vae import validation
 
 tfd = tfp.distributions
 
@@ -20,7 +20,7 @@ class _Prior(keras.layers.Layer):
     def __init__(self, latent_dim, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        self.latent_dim = _positive_int("latent_dim", latent_dim)
+        self.latent_dim = validation.positive_int("latent_dim", latent_dim)
 
     def build(self, input_shape=None):
         self.built = True
@@ -69,7 +69,7 @@ class MixturePrior(_Prior):
 
     def __init__(self, latent_dim, num_components=10, seed=0, **kwargs):
         super().__init__(latent_dim, **kwargs)
-        self.num_components = _positive_int("num_components", num_components)
+        self.num_components = validation.positive_int("num_components", num_components)
         self.seed = int(seed)
 
     def build(self, input_shape=None):

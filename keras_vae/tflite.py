@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from keras_vae import distributions as dists
 from keras_vae import signatures
-from keras_vae.base import check_data
+from keras_vae.validation import check_data
 
 __all__ = [
     "VARIANTS",

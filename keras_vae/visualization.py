@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import evaluation, latent
-from keras_vae.distributions import _positive_int
+from keras_vae import validation
 
 __all__ = [
     "sample_grid",
@@ -144,7 +144,7 @@ def image_grid(examples, title=None, cols=None):
         raise ValueError("Expected a finite numeric array of shape (n,) + data_shape with "
                          f"n >= 1. Received: examples.shape={examples.shape}")
     n, data_shape = len(examples), examples.shape[1:]
-    cols = _positive_int("cols", cols) if cols is not None else int(np.ceil(np.sqrt(n)))
+    cols = validation.positive_int("cols", cols) if cols is not None else int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
     grid = np.full((rows * cols,) + data_shape, examples.min(), "float32")
     grid[:n] = examples
@@ -175,8 +175,8 @@ def sample_grid(model, n=64, seed=0, mean=True, path=None):
       ValueError: if the model has no prior.
     """
     evaluation._require_prior(model, "sample_grid")
-    n = _positive_int("n", n)
-    seed = evaluation._seed(seed)
+    n = validation.positive_int("n", n)
+    seed = validation.seed(seed)
     if callable(getattr(model, "sample", None)):
         samples = np.asarray(model.sample(n, seed=seed, mean=mean), "float32")
     else:
@@ -199,7 +199,7 @@ def reconstruction_grid(model, x, n=10, path=None):
     Returns:
       `matplotlib.figure.Figure`.
     """
-    n = _positive_int("n", n)
+    n = validation.positive_int("n", n)
     x = evaluation.check_inputs(model, x)[:n]
     recon = latent.reconstruct(model, x)
     fig = _grid_figure(np.stack([x, recon]), x.shape[1:],
@@ -224,7 +224,7 @@ def manifold_grid(model, n=15, dims=(0, 1), path=None):
     """
     from scipy.stats import norm
 
-    n = _positive_int("n", n)
+    n = validation.positive_int("n", n)
     d = _latent_dim(model)
     if len(dims) != 2 or len(set(dims)) != 2 or not all(0 <= int(i) < d for i in dims):
         raise ValueError(f"`dims` must be two different latent dimensions in [0, {d}). "
@@ -277,7 +277,7 @@ def latent_scatter(model, x, y=None, k=5, max_points=2000, seed=0, path=None):
       `matplotlib.figure.Figure`.
     """
     x = evaluation.check_inputs(model, x)
-    rng = np.random.default_rng(evaluation._seed(seed))
+    rng = np.random.default_rng(validation.seed(seed))
     if y is not None:
         y = np.asarray(y).reshape(-1)
         if len(y) != len(x):
@@ -328,7 +328,7 @@ def interpolation_grid(model, x, pairs=((0, 1),), steps=8, path=None):
       `matplotlib.figure.Figure`.
     """
     x = evaluation.check_inputs(model, x)
-    steps = _positive_int("steps", steps)
+    steps = validation.positive_int("steps", steps)
     pairs = np.asarray(pairs, "int64").reshape(-1, 2) if len(pairs) else np.zeros((0, 2))
     if steps < 2 or len(pairs) == 0 or pairs.min() < 0 or pairs.max() >= len(x):
         raise ValueError(f"Expected steps >= 2 and index pairs into x (N={len(x)}). "
@@ -411,7 +411,7 @@ def plot_all(model, x, y=None, out_dir=None, history=None, seed=0):
     if out_dir is None:
         raise ValueError("plot_all needs a folder to write into. Received: out_dir=None")
     x = evaluation.check_inputs(model, x)
-    seed = evaluation._seed(seed)
+    seed = validation.seed(seed)
     rng = np.random.default_rng(seed)
     os.makedirs(out_dir, exist_ok=True)
     paths = []

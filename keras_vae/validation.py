@@ -1,0 +1,252 @@
+"""Every argument and data check of keras_vae, in one place, at the bottom of the import graph.
+
+One checker per kind of argument, each returning the normalised value or
+raising with one message style: what was expected, then `Received: name=value`.
+
+- `TypeError` when the value is of the wrong kind (a string for a number, a
+  bool for either);
+- `ValueError` when it is of the right kind but out of range or not a choice;
+- `ArgumentTypeError`, a subclass of both, where an integer was expected and
+  something else came (2.5, "3", True): code catching either keeps working.
+
+`check_data` is the one data check: numpy arrays, tensors, `tf.data`
+datasets and generators all go through it, against a model's data shape and
+(optionally) its likelihood's support. This module imports nothing of
+keras_vae, so every other module may use it.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "INT32_MAX",
+    "ArgumentTypeError",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "non_negative_float",
+    "fraction",
+    "boolean",
+    "choice",
+    "seed",
+    "seed32",
+    "batch_size",
+    "event_shape",
+    "check_data",
+    "data_array",
+]
+
+# TensorFlow takes many sizes (batch, sample counts, shapes) as int32.
+INT32_MAX = 2 ** 31 - 1
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """A value of the wrong kind where an integer was expected (both a TypeError and a ValueError)."""
+
+
+def _is_int(value):
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def positive_int(name, value, maximum=INT32_MAX):
+    """`value` as an int in `[1, maximum]`.
+
+    Raises:
+      ArgumentTypeError (a TypeError and a ValueError): for anything but an
+        integer (bools and floats included).
+      ValueError: for an integer below 1 or above `maximum`.
+    """
+    if not _is_int(value):
+        raise ArgumentTypeError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    if value < 1 or (maximum is not None and value > maximum):
+        bound = f" no larger than {maximum:,}" if maximum is not None and value > maximum else ""
+        raise ValueError(
+            f"`{name}` must be a positive integer{bound}. Received: {name}={value!r}")
+    return int(value)
+
+
+def non_negative_int(name, value, maximum=INT32_MAX):
+    """`value` as an int in `[0, maximum]` (TypeError for non-integers, ValueError for range)."""
+    if not _is_int(value):
+        raise ArgumentTypeError(
+            f"`{name}` must be a non-negative integer. Received: {name}={value!r}")
+    if value < 0 or (maximum is not None and value > maximum):
+        bound = f" no larger than {maximum:,}" if maximum is not None and value > maximum else ""
+        raise ValueError(
+            f"`{name}` must be a non-negative integer{bound}. Received: {name}={value!r}")
+    return int(value)
+
+
+def positive_float(name, value, allow_zero=False):
+    """`value` as a finite float `> 0` (`>= 0` with `allow_zero`).
+
+    Raises:
+      TypeError: for a non-number (strings, None, bools).
+      ValueError: for NaN, infinity, or a number out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.number)):
+        raise TypeError(f"`{name}` must be a number. Received: {name}={value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be a finite number {bound}. Received: {name}={value!r}")
+    return value
+
+
+def non_negative_float(name, value):
+    """`value` as a finite float `>= 0`."""
+    return positive_float(name, value, allow_zero=True)
+
+
+def fraction(name, value):
+    """`value` as a float in `[0, 1]`."""
+    value = positive_float(name, value, allow_zero=True)
+    if value > 1:
+        raise ValueError(f"`{name}` must lie in [0, 1]. Received: {name}={value!r}")
+    return value
+
+
+def boolean(name, value):
+    """`value` if it is a bool (JSON true/false); TypeError for anything else ("no", 0, None)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be true or false. Received: {name}={value!r}")
+    return bool(value)
+
+
+def choice(name, value, choices):
+    """`value` if it is one of `choices` (compared by equality, types kept: 1 is not "1")."""
+    choices = tuple(choices)
+    for c in choices:
+        if type(c) is type(value) and c == value:
+            return value
+        if c is None and value is None:
+            return value
+    raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
+
+
+def seed(value, name="seed"):
+    """A reproducibility seed: an integer in `[0, 2**63)` (not 2.5, not "12", not True)."""
+    if not _is_int(value):
+        raise ArgumentTypeError(f"`{name}` must be an integer. Received: {name}={value!r}")
+    if value < 0 or value >= 2 ** 63:
+        raise ValueError(
+            f"`{name}` must be a non-negative integer below 2**63. Received: {name}={value!r}")
+    return int(value)
+
+
+def seed32(value, name="seed"):
+    """`seed(value)` folded into `[0, 2**31 - 1)`, for TensorFlow's int32 stateless seeds."""
+    return seed(value, name) % INT32_MAX
+
+
+def batch_size(value, name="batch_size"):
+    """A batch size: a positive integer that fits TensorFlow's int32 shapes."""
+    return positive_int(name, value)
+
+
+def event_shape(name, shape):
+    """A data or event shape: a non-empty tuple of positive ints (an int means `(int,)`)."""
+    if _is_int(shape):
+        shape = (shape,)
+    try:
+        given = tuple(shape)
+        if any(not _is_int(d) for d in given):
+            raise TypeError
+        shape = tuple(int(d) for d in given)
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be a tuple of positive integers such as (28, 28, 1). "
+            f"Received: {name}={shape!r}"
+        ) from None
+    if not shape or any(d < 1 or d > INT32_MAX for d in shape):
+        raise ValueError(
+            f"`{name}` must be a non-empty tuple of positive integers such as "
+            f"(28, 28, 1). Received: {name}={shape!r}"
+        )
+    return shape
+
+
+# ---------------------------------------------------------------- data
+
+def _is_dataset(x):
+    import tensorflow as tf
+    return isinstance(x, tf.data.Dataset)
+
+
+def _is_stream(x):
+    """Generators, iterators and `keras.utils.PyDataset`s: checked batch by batch by Keras."""
+    import keras
+    return isinstance(x, keras.utils.PyDataset) or hasattr(x, "__next__")
+
+
+def _spec_of_x(spec):
+    if isinstance(spec, tuple):
+        return spec[0] if spec else None
+    return spec
+
+
+def check_data(x, data_shape, likelihood_head=None, name="x"):
+    """Validates data for a model whose examples have shape `data_shape`.
+
+    Arrays and tensors: numeric dtype, shape `(batch,) + data_shape`, at least
+    one example, finite values inside the likelihood's support (the head's
+    `check_support(arr, name=...)` when it has one). `tf.data.Dataset`s: the
+    element spec (of `x`, or of the first component of `(x, ...)` elements).
+    Generators and `PyDataset`s are left to Keras's per-batch handling.
+
+    Raises:
+      TypeError: wrong kind of input (None, a dict, strings, objects).
+      ValueError: wrong shape, no examples, NaN/Inf, values outside the support.
+    """
+    data_shape = tuple(data_shape)
+    if _is_dataset(x):
+        spec = _spec_of_x(x.element_spec)
+        shape = tuple(getattr(spec, "shape", ()) or ())
+        if spec is None or not hasattr(spec, "shape") or len(shape) != len(data_shape) + 1 or any(
+            s is not None and s != d for s, d in zip(shape[1:], data_shape)
+        ):
+            raise ValueError(
+                f"Expected dataset batches of shape (batch,) + {data_shape}. "
+                f"Received: {name}.element_spec={x.element_spec}"
+            )
+        return
+    if _is_stream(x):
+        return
+    data_array(x, data_shape, likelihood_head, name)
+
+
+def data_array(x, data_shape=None, likelihood_head=None, name="x"):
+    """Checks an array-like batch (see `check_data`) and returns it as float32 numpy.
+
+    With `data_shape=None` only a finite real array with a batch axis and at
+    least one example is required.
+    """
+    import tensorflow as tf
+
+    if x is None or isinstance(x, dict) or _is_dataset(x) or _is_stream(x):
+        expected = "(batch,) + data_shape" if data_shape is None else f"(batch,) + {tuple(data_shape)}"
+        raise TypeError(f"Expected `{name}` as an array of shape {expected}. "
+                        f"Received: {name} of type {type(x).__name__}")
+    arr = x.numpy() if isinstance(x, tf.Tensor) else np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+        or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(f"Expected `{name}` to hold real numbers. Received: {name}.dtype={arr.dtype}")
+    if data_shape is None:
+        if arr.ndim < 2:
+            raise ValueError(f"Expected `{name}` of shape (batch,) + data_shape. "
+                             f"Received: {name}.shape={arr.shape}")
+    elif arr.ndim != len(data_shape) + 1 or tuple(arr.shape[1:]) != tuple(data_shape):
+        raise ValueError(f"Expected `{name}` of shape (batch,) + {tuple(data_shape)}. "
+                         f"Received: {name}.shape={arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"Expected at least one example. Received: {name}.shape={arr.shape}")
+    if likelihood_head is not None and hasattr(likelihood_head, "check_support"):
+        likelihood_head.check_support(arr, name=name)
+    elif np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or Inf")
+    return arr.astype("float32", copy=False)
