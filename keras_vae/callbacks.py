@@ -39,15 +39,12 @@ class KLWarmup(keras.callbacks.Callback):
       >>> vae.fit(x, epochs=20, callbacks=[KLWarmup(steps=1000)])
     """
 
+    SCHEDULES = ("linear", "cyclical")
+
     def __init__(self, steps, schedule="linear", target=1.0, start=0.0, ratio=0.5):
         super().__init__()
         self.steps = validation.positive_int("steps", steps)
-        if schedule not in ("linear", "cyclical"):
-            raise ValueError(
-                "`schedule` must be 'linear' or 'cyclical'. "
-                f"Received: schedule={schedule!r}"
-            )
-        self.schedule = schedule
+        self.schedule = validation.choice("schedule", schedule, self.SCHEDULES)
         self.target = validation.non_negative_float("target", target)
         self.start = validation.non_negative_float("start", start)
         ratio = validation.positive_float("ratio", ratio)

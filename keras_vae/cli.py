@@ -31,19 +31,17 @@ def _csv(text):
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _ints(text):
-    try:
-        return [int(t) for t in _csv(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 256,128; received {text!r}") from None
-
-
-def _none_or(text):
-    return None if text in ("none", "None", "") else text
+def _common(parser):
+    """--quiet and --debug, accepted before the subcommand and after it alike."""
+    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
 
 
 def _add_train(sub):
+    from keras_vae import config
+
     p = sub.add_parser("train", help="train a model and write a run folder",
                        description="Train a VAE (or autoencoder) and write RUN_DIR: model, "
                                    "config, history, metrics, pictures and exports. With no "
@@ -52,84 +50,41 @@ def _add_train(sub):
     p.add_argument("run_dir", nargs="?", default=DEFAULT_RUN_DIR,
                    help=f"output folder (default: {DEFAULT_RUN_DIR})")
     p.add_argument("--config", help="JSON file with any of the config keys below (flags win)")
-    g = p.add_argument_group("data")
-    g.add_argument("--data", help="digits (default), fashion_mnist, mnist, a .npz/.npy file "
-                                  "or an image folder")
-    g.add_argument("--data-dir", help="folder with the IDX/NPZ files of fashion_mnist/mnist")
-    g.add_argument("--binarize", type=_none_or, choices=[None, "static", "dynamic"])
-    g = p.add_argument_group("model")
-    g.add_argument("--model", choices=["vae", "ae", "dae"])
-    g.add_argument("--architecture", choices=["mlp", "conv"])
-    g.add_argument("--latent-dim", type=int)
-    g.add_argument("--hidden", type=_ints, help="encoder widths, e.g. 256,128 (decoder mirrors)")
-    g.add_argument("--activation")
-    g.add_argument("--likelihood", choices=["bernoulli", "gaussian", "gaussian_learned",
-                                            "continuous_bernoulli"])
-    g.add_argument("--likelihood-scale", type=float, help="scale of the fixed Gaussian")
-    g.add_argument("--posterior", choices=["diagonal", "full"])
-    g.add_argument("--prior", choices=["standard_normal", "mixture"])
-    g.add_argument("--objective", choices=["elbo", "iwae"])
-    g.add_argument("--num-samples", type=int, help="L samples (ELBO) or K (IWAE) per example")
-    g.add_argument("--beta", type=float)
-    g.add_argument("--free-bits", type=float)
-    g.add_argument("--warmup-steps", type=int, help="KL warm-up length in steps (0: none)")
-    g.add_argument("--warmup-schedule", choices=["linear", "cyclical"])
-    g.add_argument("--tied", action="store_true", default=None, help="tied weights (ae/dae)")
-    g.add_argument("--stacked", action="store_true", default=None,
-                   help="greedy layer-wise pretraining first (ae/dae)")
-    g.add_argument("--corruption", type=_none_or,
-                   choices=[None, "gaussian", "masking", "salt_and_pepper"])
-    g.add_argument("--corruption-rate", type=float)
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--learning-rate", type=float)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--jit-compile", action="store_true", default=None,
-                   help="always compile with XLA (default: chosen by the model, see README)")
-    g.add_argument("--no-jit-compile", dest="jit_compile", action="store_false", default=None,
-                   help="never compile with XLA")
-    g = p.add_argument_group("outputs")
-    g.add_argument("--eval-samples", type=int, help="K for the log-likelihood (default 1000)")
-    g.add_argument("--no-plots", dest="plots", action="store_false", default=None)
-    g.add_argument("--no-export", dest="export", action="store_false", default=None)
-    g.add_argument("--tflite", type=_csv, help="TFLite variants, e.g. float32,float16,int8")
-    g.add_argument("--tensorboard", action="store_true", default=None,
-                   help="log scalars and images to RUN_DIR/tensorboard")
+    config.add_arguments(p)
+    g = p.add_argument_group("execution")
+    g.add_argument("--workers", type=int, default=1,
+                   help="train on N local worker processes (MultiWorkerMirroredStrategy on "
+                        "127.0.0.1; --batch-size is the global batch); default 1")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overwrite", action="store_true", help="replace an existing run")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last epoch")
+    _common(p)
     return p
-
-
-_TRAIN_KEYS = ("data", "data_dir", "binarize", "model", "architecture", "latent_dim", "hidden",
-               "activation", "likelihood", "likelihood_scale", "posterior", "prior",
-               "objective", "num_samples", "beta", "free_bits", "warmup_steps",
-               "warmup_schedule", "tied", "stacked", "corruption", "corruption_rate", "epochs",
-               "batch_size", "learning_rate", "seed", "jit_compile", "eval_samples", "plots",
-               "export", "tflite", "tensorboard")
 
 
 def build_parser():
     parser = _Parser(prog="keras-vae", description="Variational autoencoders with Keras 3 + "
                      "TensorFlow Probability.")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _common(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     p = sub.add_parser("evaluate", help="recompute RUN_DIR/metrics.json")
+    _common(p)
     p.add_argument("run_dir")
     p.add_argument("--num-samples", type=int, help="importance samples K (default: the run's)")
     p = sub.add_parser("sample", help="generate examples from the prior")
+    _common(p)
     p.add_argument("run_dir")
     p.add_argument("-n", "--num", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write a .png grid or a .npy array")
     p.add_argument("--overwrite", action="store_true")
     p = sub.add_parser("plot", help="redraw every picture into RUN_DIR/plots")
+    _common(p)
     p.add_argument("run_dir")
     p = sub.add_parser("export", help="SavedModel (TF Serving layout) + TFLite + parity report")
+    _common(p)
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--version", type=int, default=1, help="SavedModel version (default 1)")
@@ -142,10 +97,11 @@ def _run(args, verbose):
     from keras_vae import runs
 
     if args.command == "train":
-        overrides = {k: getattr(args, k) for k in _TRAIN_KEYS}
-        config = runs.resolve_config(overrides, args.config)
-        result = runs.train(config, args.run_dir, overwrite=args.overwrite,
-                            resume=args.resume, verbose=verbose)
+        from keras_vae import config as config_schema
+
+        requested = runs.requested_config(config_schema.overrides(args), args.config)
+        result = runs.train(requested, args.run_dir, overwrite=args.overwrite,
+                            resume=args.resume, verbose=verbose, workers=args.workers)
         m = result["metrics"]
         print(f"Finished: {args.run_dir}")
         if "log_likelihood" in m:
@@ -173,8 +129,10 @@ def _run(args, verbose):
 
 def main(argv=None):
     """Entry point of the `keras-vae` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    args.quiet = getattr(args, "quiet", False)
+    args.debug = getattr(args, "debug", False)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     from keras_vae.callbacks import TrainingDivergedError
 

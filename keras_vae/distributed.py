@@ -17,13 +17,17 @@ id into its noise seed (every replica draws its own noise).
 #### Running it
 
 ```none
-# one machine, N local worker processes on 127.0.0.1 (free ports, TF_CONFIG set for you)
-python -m keras_vae.distributed RUN_DIR --workers 2 --data digits --epochs 5 --batch-size 128
+# one machine, N local worker processes on 127.0.0.1 (free ports, TF_CONFIG set for you);
+# the run folder is then evaluated, drawn and exported like any other
+keras-vae train RUN_DIR --workers 2 --data digits --epochs 5 --batch-size 128
 
 # several machines: the same command on each, with the full cluster and its own index
 python -m keras_vae.distributed RUN_DIR --cluster host1:12345,host2:12345 --task-index 0   # host1
 python -m keras_vae.distributed RUN_DIR --cluster host1:12345,host2:12345 --task-index 1   # host2
 ```
+
+Both take every `keras-vae train` flag (derived from `keras_vae.config`) and
+end bad input with one line on stderr and exit code 2.
 
 Across machines the ports must be reachable between the hosts and every worker
 loads the data itself; the chief (task 0) writes `model.keras`, `history.json`
@@ -52,10 +56,6 @@ __all__ = ["make_strategy", "distribute_data", "fit_distributed", "run_worker", 
            "free_ports", "tf_config", "main"]
 
 _COMMUNICATIONS = ("auto", "ring", "nccl")
-# keras-vae train options the launcher accepts as flags (the rest through --config)
-_FLAGS = {"data": str, "epochs": int, "batch_size": int, "latent_dim": int,
-          "learning_rate": float, "seed": int, "binarize": str, "architecture": str,
-          "objective": str, "num_samples": int}
 
 
 def tf_config(addresses, index):
@@ -400,17 +400,30 @@ def _tail(log, chars=4000):
     return log.read().decode("utf-8", "replace")[-chars:]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), as `keras-vae` has."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None):
-    """`python -m keras_vae.distributed RUN_DIR [--workers N | --cluster ... --task-index i]`."""
-    parser = argparse.ArgumentParser(prog="python -m keras_vae.distributed",
-                                     description=__doc__.splitlines()[0])
+    """`python -m keras_vae.distributed RUN_DIR --cluster h1:p,h2:p --task-index i [train flags]`.
+
+    One process of a multi-machine cluster (local workers: `keras-vae train
+    RUN_DIR --workers N`). Returns the exit code: 0, 1 when training failed, 2
+    for bad input.
+    """
+    from keras_vae import config as config_schema
+
+    parser = _Parser(prog="python -m keras_vae.distributed",
+                     description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes")
     parser.add_argument("--cluster", help="host:port,host:port,... (one process per machine)")
     parser.add_argument("--task-index", type=int, help="this machine's index in --cluster")
     parser.add_argument("--config", help="JSON config file (keras-vae train's keys)")
-    for flag, kind in _FLAGS.items():
-        parser.add_argument("--" + flag.replace("_", "-"), type=kind)
+    config_schema.add_arguments(parser)
     parser.add_argument("--builder", help="module:function building the model (config, shape)")
     parser.add_argument("--communication", default="auto", choices=_COMMUNICATIONS)
     parser.add_argument("--timeout", type=float, help="seconds before the workers are killed")
@@ -428,13 +441,13 @@ def main(argv=None):
     from keras_vae import runs
 
     try:
-        config = runs.resolve_config({k: getattr(args, k) for k in _FLAGS}, args.config)
+        config = runs.resolve_config(config_schema.overrides(args), args.config)
         if args.cluster:  # one process of a multi-machine cluster
             if args.task_index is None:
                 parser.error("--cluster needs --task-index")
             os.makedirs(args.run_dir, exist_ok=True)
             atomic_write(os.path.join(args.run_dir, "config.json"),
-                              json.dumps(config, indent=1))
+                         json.dumps(config, indent=1))
             os.environ["TF_CONFIG"] = tf_config(args.cluster.split(","), args.task_index)
             run_worker(*worker_args)
         else:
@@ -442,8 +455,11 @@ def main(argv=None):
                    timeout=args.timeout, overwrite=args.overwrite,
                    save_weights=args.save_weights, communication=args.communication,
                    verbose=args.verbose)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError, TimeoutError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+        print(f"{parser.prog}: error: {str(e).strip()}", file=sys.stderr)
+        return 2
+    except (RuntimeError, TimeoutError) as e:
+        print(f"{parser.prog}: error: {str(e).strip()}", file=sys.stderr)
         return 1
     return 0
 

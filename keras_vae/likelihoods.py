@@ -25,6 +25,7 @@ __all__ = [
     "LearnedGaussianLikelihood",
     "ContinuousBernoulliLikelihood",
     "LIKELIHOODS",
+    "register_likelihood",
     "get_likelihood",
 ]
 
@@ -218,6 +219,9 @@ class LearnedGaussianLikelihood(_LikelihoodHead):
         return {**super().get_config(), "scale": self.scale, "min_scale": self.min_scale}
 
 
+# The registry of named likelihoods: name -> head class built as
+# `cls(event_shape, **kwargs)`. `register_likelihood` adds one; a registered name
+# is a valid `likelihood=` argument, `--likelihood` flag value and config value.
 LIKELIHOODS = {
     "bernoulli": BernoulliLikelihood,
     "gaussian": GaussianLikelihood,
@@ -226,9 +230,27 @@ LIKELIHOODS = {
 }
 
 
+def register_likelihood(name, cls):
+    """Registers the likelihood head class `cls` under `name` (see `LIKELIHOODS`); returns `cls`.
+
+    Raises:
+      ValueError: `name` is taken by another class, or not a non-empty string.
+      TypeError: `cls` is not a subclass of `keras_vae.heads.Head`.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"A likelihood name must be a non-empty string. Received: name={name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Head)):
+        raise TypeError(f"`cls` must be a keras_vae.heads.Head subclass. Received: cls={cls!r}")
+    if LIKELIHOODS.get(name, cls) is not cls:
+        raise ValueError(f"The likelihood name is taken by {LIKELIHOODS[name].__name__}. "
+                         f"Received: name={name!r}")
+    LIKELIHOODS[name] = cls
+    return cls
+
+
 def get_likelihood(identifier, event_shape, **kwargs):
     """Returns a likelihood head from a name in `LIKELIHOODS` or a head instance."""
-    if isinstance(identifier, _LikelihoodHead):
+    if isinstance(identifier, (_LikelihoodHead,) + tuple(LIKELIHOODS.values())):
         return identifier
     if identifier not in LIKELIHOODS:
         raise ValueError(

@@ -13,7 +13,7 @@ from keras_vae import validation
 
 tfd = tfp.distributions
 
-__all__ = ["StandardNormalPrior", "MixturePrior", "get_prior"]
+__all__ = ["StandardNormalPrior", "MixturePrior", "PRIORS", "get_prior"]
 
 
 class _Prior(keras.layers.Layer):
@@ -99,12 +99,20 @@ class MixturePrior(_Prior):
                 "seed": self.seed}
 
 
+# The registry of named priors: name -> class built as `cls(latent_dim)`. A name
+# added here is a valid `prior=` argument, `--prior` flag value and config value.
+PRIORS = {
+    "standard_normal": StandardNormalPrior,
+    "mixture": MixturePrior,
+}
+
+
 def get_prior(identifier, latent_dim):
-    """`None`/"standard_normal" -> StandardNormalPrior; "mixture" -> MixturePrior; a prior layer as is."""
-    if identifier is None or identifier == "standard_normal":
-        return StandardNormalPrior(latent_dim)
-    if identifier == "mixture":
-        return MixturePrior(latent_dim)
+    """A prior layer from `None` (standard normal), a name in `PRIORS`, or a prior layer as is."""
+    if identifier is None:
+        identifier = "standard_normal"
+    if isinstance(identifier, str) and identifier in PRIORS:
+        return PRIORS[identifier](latent_dim)
     if isinstance(identifier, _Prior):
         if identifier.latent_dim != latent_dim:
             raise ValueError(
@@ -113,6 +121,6 @@ def get_prior(identifier, latent_dim):
             )
         return identifier
     raise ValueError(
-        "`prior` must be None, 'standard_normal', 'mixture' or a keras_vae prior "
+        f"`prior` must be None, one of {sorted(PRIORS)} or a keras_vae prior "
         f"layer. Received: prior={identifier!r}"
     )

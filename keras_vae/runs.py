@@ -30,105 +30,59 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vae import config as config_schema
 from keras_vae.files import atomic_write, save_model
 
-__all__ = ["DEFAULTS", "resolve_config", "build_model", "train", "load_run",
-           "evaluate_run", "plot_run", "export_run", "sample_run"]
+__all__ = ["DEFAULTS", "requested_config", "resolve_config", "build_model", "train",
+           "load_run", "load_data", "evaluate_run", "plot_run", "export_run", "sample_run"]
 
-DEFAULTS = {
-    # data
-    "data": "digits", "data_dir": None, "binarize": None,
-    # model
-    "model": "vae", "architecture": "mlp", "latent_dim": 2, "hidden": [256, 128],
-    "activation": "relu", "likelihood": "bernoulli", "likelihood_scale": 0.1,
-    "posterior": "diagonal", "prior": "standard_normal",
-    "objective": "elbo", "num_samples": 1, "beta": 1.0, "free_bits": 0.0,
-    "warmup_steps": 0, "warmup_schedule": "linear",
-    "tied": False, "stacked": False, "corruption": None, "corruption_rate": 0.25,
-    # training
-    "epochs": 60, "batch_size": 64, "learning_rate": 1e-3, "seed": 0, "jit_compile": "auto",
-    # outputs
-    "eval_samples": 1000, "plots": True, "export": True,
-    "tflite": ["float32", "float16", "int8"], "tensorboard": False,
-}
-
-_CHOICES = {
-    "binarize": (None, "static", "dynamic"), "model": ("vae", "ae", "dae"),
-    "architecture": ("mlp", "conv"), "posterior": ("diagonal", "full"),
-    "prior": ("standard_normal", "mixture"), "objective": ("elbo", "iwae"),
-    "likelihood": ("bernoulli", "gaussian", "gaussian_learned", "continuous_bernoulli"),
-    "warmup_schedule": ("linear", "cyclical"),
-    "corruption": (None, "gaussian", "masking", "salt_and_pepper"),
-}
+# The defaults of every config key, derived from the schema in keras_vae/config.py.
+DEFAULTS = config_schema.defaults()
 
 _RUN_FILES = ("config.json", "status.json", "model.keras", "history.json", "history.csv",
               "history.partial.json", "metrics.json", "plots", "export", "backup",
-              "tensorboard")
+              "tensorboard", "workers")
 
 
 # ----------------------------------------------------------------- config
+
+def requested_config(overrides=None, config_file=None):
+    """The settings a user asked for: a JSON config file, updated by `overrides` (None = not given).
+
+    Every value is checked (see `keras_vae.config.validate`), but only the
+    keys given are returned: a `--resume` compares exactly these with the run.
+
+    Raises:
+      FileNotFoundError / ValueError / TypeError: a missing or malformed config
+        file, unknown keys, values of the wrong type or outside their choices.
+    """
+    given = dict(config_schema.read_json(config_file)) if config_file is not None else {}
+    given.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    full = config_schema.validate(given)
+    return {k: full[k] for k in given}
+
 
 def resolve_config(overrides=None, config_file=None):
     """DEFAULTS, updated by a JSON config file, updated by `overrides`; validated.
 
     Raises:
-      FileNotFoundError / ValueError: for a missing or malformed config file,
-        unknown keys, or values of the wrong type or outside their choices.
+      FileNotFoundError / ValueError / TypeError: for a missing or malformed
+        config file, unknown keys, or values of the wrong type or outside their choices.
     """
-    config = dict(DEFAULTS)
-    if config_file is not None:
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"Config file not found. Received: config={config_file!r}")
-        try:
-            with open(config_file, encoding="utf-8") as f:
-                from_file = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"Config file is not valid JSON ({e}). "
-                             f"Received: config={config_file!r}") from None
-        if not isinstance(from_file, dict):
-            raise ValueError("A config file must hold a JSON object. "
-                             f"Received: config={config_file!r}")
-        config.update(from_file)
-    config.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"Unknown config keys; expected keys of {sorted(DEFAULTS)}. "
-                         f"Received: {unknown}")
-    for key, choices in _CHOICES.items():
-        if config[key] not in choices:
-            raise ValueError(f"`{key}` must be one of {list(choices)}. "
-                             f"Received: {key}={config[key]!r}")
-    for key in ("latent_dim", "epochs", "batch_size", "num_samples", "eval_samples"):
-        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
-            raise ValueError(f"`{key}` must be a positive integer. Received: {key}={config[key]!r}")
-    if not (config["jit_compile"] is True or config["jit_compile"] is False
-            or config["jit_compile"] == "auto"):
-        raise ValueError("`jit_compile` must be true, false or \"auto\". "
-                         f"Received: jit_compile={config['jit_compile']!r}")
-    for key in ("learning_rate", "likelihood_scale"):
-        if not isinstance(config[key], (int, float)) or not config[key] > 0:
-            raise ValueError(f"`{key}` must be a positive number. Received: {key}={config[key]!r}")
-    for key in ("tied", "stacked"):
-        if config[key] and config["model"] == "vae":
-            raise ValueError(f"`{key}` applies to autoencoders (model 'ae' or 'dae'). "
-                             f"Received: model='vae', {key}=True")
-    if config["model"] != "vae" and config["objective"] != "elbo":
-        raise ValueError("Autoencoders train on -log p(x|z) only; the objective applies to "
-                         f"VAEs. Received: model={config['model']!r}, "
-                         f"objective={config['objective']!r}")
-    return config
+    return config_schema.validate(requested_config(overrides, config_file))
 
 
 def _likelihood(config, data_shape):
-    from keras_vae import distributions
+    from keras_vae import likelihoods
     if config["likelihood"] == "gaussian":
-        return distributions.GaussianLikelihood(data_shape, scale=config["likelihood_scale"])
+        return likelihoods.GaussianLikelihood(data_shape, scale=config["likelihood_scale"])
     return config["likelihood"]
 
 
 def build_model(config, data_shape):
     """Builds and compiles the model a config describes, for data of `data_shape`."""
-    import keras_vae as kv
+    from keras_vae import model as model_lib
+    from keras_vae import networks
 
     data_shape = tuple(data_shape)
     keras.utils.set_random_seed(config["seed"])
@@ -145,20 +99,20 @@ def build_model(config, data_shape):
             if len(data_shape) != 3:
                 raise ValueError("The conv architecture needs image data (H, W, C). "
                                  f"Received: data shape {data_shape}")
-            encoder = kv.ConvEncoder(config["latent_dim"], posterior=config["posterior"])
-            decoder = kv.ConvDecoder(data_shape, likelihood=_likelihood(config, data_shape))
+            encoder = networks.ConvEncoder(config["latent_dim"], posterior=config["posterior"])
+            decoder = networks.ConvDecoder(data_shape, likelihood=_likelihood(config, data_shape))
         else:
-            encoder = kv.MLPEncoder(config["latent_dim"], hidden=hidden,
+            encoder = networks.MLPEncoder(config["latent_dim"], hidden=hidden,
                                     activation=config["activation"],
                                     posterior=config["posterior"])
-            decoder = kv.MLPDecoder(data_shape, hidden=hidden[::-1],
+            decoder = networks.MLPDecoder(data_shape, hidden=hidden[::-1],
                                     activation=config["activation"],
                                     likelihood=_likelihood(config, data_shape))
         extra = {}
         if config["corruption"] is not None:
             extra = {"corruption": config["corruption"],
                      "corruption_rate": config["corruption_rate"]}
-        model = kv.VAE(encoder, decoder, prior=config["prior"], beta=config["beta"],
+        model = model_lib.VAE(encoder, decoder, prior=config["prior"], beta=config["beta"],
                        num_samples=config["num_samples"], objective=config["objective"],
                        free_bits=config["free_bits"], seed=config["seed"], **extra)
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
@@ -231,7 +185,8 @@ def _create_run_dir(run_dir, overwrite):
                 os.unlink(path)
 
 
-def _load_data(config):
+def load_data(config):
+    """`((x_train, y_train), (x_test, y_test))` of a config (the test set binarized once when dynamic)."""
     from keras_vae import data
     (x_train, y_train), (x_test, y_test) = data.load(
         config["data"], binarize=config["binarize"], data_dir=config["data_dir"],
@@ -241,30 +196,85 @@ def _load_data(config):
     return (x_train, y_train), (x_test, y_test)
 
 
-def train(config, run_dir, overwrite=False, resume=False, verbose=1):
+def _resume_config(run_dir, requested):
+    """The saved config of `run_dir` with the resumable settings of `requested` applied.
+
+    Raises:
+      ValueError: the run already finished, or `requested` changes settings that
+        define the model or its training (all listed, with those that may change).
+    """
+    saved = resolve_config(config_file=os.path.join(run_dir, "config.json"))
+    status_path = os.path.join(run_dir, "status.json")
+    if os.path.isfile(status_path):
+        try:
+            with open(status_path, encoding="utf-8") as f:
+                status = json.load(f).get("status")
+        except (ValueError, OSError, AttributeError):
+            status = None
+        if status == "finished":
+            raise ValueError(f"{run_dir!r} holds a finished run; there is nothing to resume "
+                             "(train into a new folder, or --overwrite to replace it). "
+                             f"Received: run_dir={run_dir!r}, status='finished'")
+    given = set(requested)
+    requested = config_schema.validate(requested)  # checked and normalised like the saved one
+    diffs = config_schema.resume_differences(saved, {k: requested[k] for k in given})
+    if diffs:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs)
+        raise ValueError(
+            f"--resume continues the run as it was configured; these settings differ: {listed}. "
+            f"A resumed run may change only {', '.join(config_schema.resumable_keys())}. "
+            f"Received: run_dir={run_dir!r}")
+    saved.update({k: requested[k] for k in given if k in config_schema.resumable_keys()})
+    return saved
+
+
+def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
     """Trains the model `config` describes and fills `run_dir` (see module docstring).
 
-    With `resume=True` the config is read from `run_dir/config.json` and training
-    continues from the last completed epoch (`keras.callbacks.BackupAndRestore`).
+    Args:
+      config: dict of config keys (see `keras_vae.config.OPTIONS`); missing
+        keys take their defaults. With `resume`, only the keys given count: they
+        must equal the run's, except the resumable ones (e.g. `epochs`).
+      run_dir: the run folder.
+      overwrite: replace the run in `run_dir`.
+      resume: continue the interrupted run in `run_dir` from its last completed
+        epoch (`keras.callbacks.BackupAndRestore`).
+      verbose: Keras verbosity.
+      workers: > 1 trains on that many local worker processes
+        (`keras_vae.distributed.launch`, MultiWorkerMirroredStrategy on
+        127.0.0.1), then evaluates, draws and exports here as usual.
 
     Returns:
       dict with `history` (per-epoch logs) and `metrics` (test-set metrics).
     """
     from keras_vae import data as data_lib
+    from keras_vae import validation
     from keras_vae.callbacks import EpochCounter, KLWarmup, StopOnNaN
 
+    workers = validation.positive_int("workers", workers, maximum=64)
     _check_run_dir(run_dir, overwrite, resume)
     config_path = os.path.join(run_dir, "config.json")
+    if not isinstance(config, dict):
+        config_schema.validate(config)  # raises the TypeError
     if resume:
-        config = resolve_config(config_file=config_path)
+        config = _resume_config(run_dir, config)
     else:
         config = resolve_config(config)
+    if workers > 1:
+        for flag, bad in (("--resume", resume), ("--tensorboard", config["tensorboard"]),
+                          ("--stacked", config["stacked"])):
+            if bad:
+                raise ValueError(f"{flag} is not available with --workers (multi-worker "
+                                 f"training). Received: workers={workers}, {flag}")
     # Everything that can refuse the job runs before the folder is created or cleared.
-    (x_train, y_train), (x_test, y_test) = _load_data(config)
+    (x_train, y_train), (x_test, y_test) = load_data(config)
     model = build_model(config, x_train.shape[1:])
-    model._check(x_train, "training data")
-    model._check(x_test, "test data")
+    head = model.decoder.head
+    validation.check_data(x_train, model.data_shape, head, name="training data")
+    validation.check_data(x_test, model.data_shape, head, name="test data")
     _create_run_dir(run_dir, overwrite)
+    if workers > 1:
+        return _train_workers(config, run_dir, workers, verbose, x_train, x_test, y_test)
     if not resume:
         _write_json(config_path, config)
     write_status(run_dir, "running", epochs=config["epochs"])
@@ -306,6 +316,31 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1):
         raise
     write_status(run_dir, "finished", epochs=config["epochs"],
                  execution=getattr(model, "execution_plan", None))
+    return {"history": history, "metrics": metrics}
+
+
+def _train_workers(config, run_dir, workers, verbose, x_train, x_test, y_test):
+    """Multi-worker training into `run_dir`, then evaluation, pictures and exports here."""
+    from keras_vae import distributed
+
+    write_status(run_dir, "running", epochs=config["epochs"], workers=workers)
+    try:
+        results = distributed.launch(config, run_dir, workers=workers, timeout=None,
+                                     overwrite=True, verbose=1 if verbose else 0)
+        history = results[0]["history"]
+        model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+        _write_history(run_dir, history)
+        metrics = _evaluate(model, config, x_test, y_test)
+        _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        if config["plots"]:
+            _plot(model, x_test, y_test, run_dir, history, config["seed"])
+        if config["export"]:
+            _export(model, os.path.join(run_dir, "export"), 1, config["tflite"], x_train,
+                    overwrite=True)
+    except BaseException as e:
+        write_status(run_dir, "failed", reason=f"{type(e).__name__}: {e}", workers=workers)
+        raise
+    write_status(run_dir, "finished", epochs=config["epochs"], workers=workers)
     return {"history": history, "metrics": metrics}
 
 
@@ -385,7 +420,7 @@ def evaluate_run(run_dir, num_samples=None):
     model, config = load_run(run_dir)
     if num_samples is not None:
         config["eval_samples"] = num_samples
-    _, (x_test, y_test) = _load_data(config)
+    _, (x_test, y_test) = load_data(config)
     metrics = _evaluate(model, config, x_test, y_test)
     _write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
@@ -394,7 +429,7 @@ def evaluate_run(run_dir, num_samples=None):
 def plot_run(run_dir):
     """(Re)draws every picture of a run into `run_dir/plots`; returns the paths."""
     model, config = load_run(run_dir)
-    _, (x_test, y_test) = _load_data(config)
+    _, (x_test, y_test) = load_data(config)
     history = None
     if os.path.isfile(os.path.join(run_dir, "history.json")):
         with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
@@ -405,7 +440,7 @@ def plot_run(run_dir):
 def export_run(run_dir, out_dir, version=1, tflite=None, overwrite=False):
     """Exports a run's model (SavedModel + TFLite + parity report) into `out_dir`."""
     model, config = load_run(run_dir)
-    (x_train, _), _ = _load_data(config)
+    (x_train, _), _ = load_data(config)
     variants = config["tflite"] if tflite is None else tflite
     return _export(model, out_dir, version, variants, x_train, overwrite=overwrite)
 

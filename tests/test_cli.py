@@ -53,7 +53,7 @@ def test_metrics_match_evaluate_on_the_saved_model(run_dir):
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
-    _, (x_test, _) = runs._load_data(runs.resolve_config({"epochs": 2}))
+    _, (x_test, _) = runs.load_data(runs.resolve_config({"epochs": 2}))
     fresh = model.evaluate(x_test, batch_size=128, return_dict=True, verbose=0)
     for key in ("elbo", "kl", "reconstruction", "loss"):
         np.testing.assert_allclose(metrics[f"keras_{key}"], fresh[key], rtol=1e-5)
