@@ -39,15 +39,15 @@ def loglik_benchmark(model, x, num_samples=5000, batch_size=100, log=print):
       extrapolated `seconds_for_10000`.
     """
     import keras_vae as kv
-    from keras_vae import evaluation
+    from keras_vae import estimators
 
     n = len(x)
     latent = model.latent_dim
     hidden = tuple(layer.units for layer in model.decoder.dense_layers)
     enc = reference.matmul_flops((784,) + hidden[::-1] + (2 * latent,))
     dec = reference.matmul_flops((latent,) + hidden + (784,))
-    chunk = evaluation._chunk_size(None, num_samples, min(batch_size, n),
-                                   evaluation._width(model, 784))
+    chunk = estimators.resolve_chunk_size(None, num_samples, min(batch_size, n),
+                                          estimators.sample_width(model, 784))
     rows = chunk * min(batch_size, n)
     ceiling = timing.matmul_ceiling((rows,), k=hidden[-1], n=784, seconds=1.0)[rows]
     log(f"  log-likelihood K={num_samples} N={n} (chunk {chunk}, ceiling {ceiling:.0f} GFLOP/s) ...")

@@ -31,8 +31,10 @@ Example:
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import evaluation, latent
 from keras_vae import validation
+from keras_vae.access import (batch_seed, cached_function, check_inputs, decode, encode,
+                              reconstruct)
+from keras_vae.estimators import elbo_terms, log_likelihood
 
 __all__ = [
     "SCORES",
@@ -77,14 +79,14 @@ def anomaly_scores(model, x, method="nll", num_samples=100, batch_size=100, seed
     if method not in SCORES:
         raise ValueError(f"`method` must be one of {SCORES}. Received: method={method!r}")
     if method == "nll":
-        ll = evaluation.log_likelihood(model, x, num_samples=num_samples,
-                                       batch_size=batch_size, seed=seed)
+        ll = log_likelihood(model, x, num_samples=num_samples,
+                            batch_size=batch_size, seed=seed)
         return -ll.log_px
     if method == "reconstruction_probability":
-        return evaluation.elbo_terms(model, x, num_samples=num_samples,
-                                     batch_size=batch_size, seed=seed)["reconstruction"]
-    x = evaluation.check_inputs(model, x)
-    recon = latent.reconstruct(model, x, batch_size)
+        return elbo_terms(model, x, num_samples=num_samples,
+                          batch_size=batch_size, seed=seed)["reconstruction"]
+    x = check_inputs(model, x)
+    recon = reconstruct(model, x, batch_size)
     return np.sum((recon - x).astype("float64") ** 2, axis=tuple(range(1, x.ndim)))
 
 
@@ -192,11 +194,11 @@ def _impute_function(model_ref, data_shape, steps, sample):
         model = model_ref()
 
         def body(t, current, total):
-            q = evaluation.encode(model, current)
+            q = encode(model, current)
             seeds = tf.random.experimental.stateless_split(
                 tf.random.experimental.stateless_fold_in(seed_b, t), 2)
             z = q.sample(seed=seeds[0]) if sample else q.mean()
-            p = evaluation.decode(model, z)
+            p = decode(model, z)
             mean = p.mean()
             new = p.sample(seed=seeds[1]) if sample else mean
             total = total + tf.where(t >= keep_from, mean, tf.zeros_like(mean))
@@ -246,14 +248,14 @@ def impute(model, x, mask, steps=50, method="mean", batch_size=500, seed=0, init
     mask = _mask(mask, x_raw)
     start = mean_fill(x_raw, mask) if init is None else np.where(
         mask, x_raw, np.asarray(init, "float32"))
-    start = evaluation.check_inputs(model, start)
+    start = check_inputs(model, start)
     sample = method == "pseudo_gibbs"
 
-    run = evaluation.cached_function(
+    run = cached_function(
         model, ("impute", start.shape[1:], steps, method),
         lambda ref: _impute_function(ref, start.shape[1:], steps, sample))
     out = [run(start[s:s + batch_size], mask[s:s + batch_size],
-               evaluation.batch_seed(seed, i)).numpy()
+               batch_seed(seed, i)).numpy()
            for i, s in enumerate(range(0, len(start), batch_size))]
     return np.concatenate(out).astype("float32")
 
@@ -282,7 +284,7 @@ def imputation_report(model, x, missing_fraction=0.5, steps=50, method="mean",
       (baseline), both the mean squared error on the hidden values, and
       `imputation_missing_fraction`.
     """
-    x = evaluation.check_inputs(model, x)
+    x = check_inputs(model, x)
     fraction = float(missing_fraction)
     if not 0.0 < fraction < 1.0:
         raise ValueError("`missing_fraction` must be in (0, 1). "

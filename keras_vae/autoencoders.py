@@ -25,9 +25,9 @@ import tensorflow as tf
 from keras_vae import distributions as dists
 from keras_vae import validation
 from keras_vae.base import BaseAutoencoder, corrupt, replica_context
-from keras_vae.networks import MLPDecoder, MLPEncoder, _hidden
+from keras_vae.networks import MLPDecoder, MLPEncoder, hidden_widths
 from keras_vae.objectives import reconstruction_objective
-from keras_vae.tied import TiedMLPDecoder, _TiedDense
+from keras_vae.tied import TiedDense, TiedMLPDecoder
 
 __all__ = [
     "Autoencoder",
@@ -192,7 +192,7 @@ def _layer_stacks(model):
     enc = list(encoder.dense_layers) + [encoder.params_layer]
     dec = list(decoder.dense_layers) + [decoder.params_layer]
     widths = [encoder._flat_dim] + [layer.kernel.shape[1] for layer in enc]
-    in_widths = [layer.input_dim if isinstance(layer, _TiedDense) else layer.kernel.shape[0]
+    in_widths = [layer.input_dim if isinstance(layer, TiedDense) else layer.kernel.shape[0]
                  for layer in dec]
     if len(dec) != len(enc) or in_widths != widths[1:][::-1]:
         raise ValueError(
@@ -320,7 +320,7 @@ def build_autoencoder(kind, data_shape, latent_dim, hidden=(200, 200), activatio
         )
     if kind == "dae" and corruption is None:
         corruption = "masking"
-    hidden = _hidden("hidden", hidden) if hidden else ()
+    hidden = hidden_widths("hidden", hidden) if hidden else ()
     if stacked and not hidden:
         raise ValueError(
             "A stacked autoencoder needs at least one hidden layer to pretrain layer by "

@@ -26,11 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import validation
-from keras_vae.evaluation import _batch_size, check_inputs, decode, encode
+from keras_vae.access import check_inputs, encode, reconstruct
 
 __all__ = [
     "embed",
-    "reconstruct",
+    "reconstruct",  # keras_vae.access.reconstruct, re-exported
     "active_units",
     "pca_embedding",
     "knn_accuracy",
@@ -45,22 +45,11 @@ def embed(model, x, batch_size=1000):
       >>> z = embed(vae, x_test)      # e.g. (300, 2) for a 2-D latent space
     """
     x = check_inputs(model, x)
-    batch_size = _batch_size(batch_size)
+    batch_size = validation.batch_size(batch_size)
     return np.concatenate([
         np.asarray(encode(model, tf.constant(x[s:s + batch_size])).mean())
         for s in range(0, len(x), batch_size)
     ]).astype("float32")
-
-
-def reconstruct(model, x, batch_size=1000):
-    """Mean of `p(x | z = E[q(z|x)])`, float32 `[N] + data_shape`."""
-    x = check_inputs(model, x)
-    batch_size = _batch_size(batch_size)
-    out = []
-    for s in range(0, len(x), batch_size):
-        q = encode(model, tf.constant(x[s:s + batch_size]))
-        out.append(np.asarray(decode(model, q.mean()).mean()))
-    return np.concatenate(out).astype("float32")
 
 
 def active_units(model, x, threshold=0.01, batch_size=1000):

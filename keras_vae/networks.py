@@ -21,12 +21,31 @@ import tensorflow as tf
 from keras_vae import distributions as dists
 from keras_vae import validation
 
-__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
+__all__ = [
+    "MLPEncoder",
+    "MLPDecoder",
+    "ConvEncoder",
+    "ConvDecoder",
+    "Encoder",
+    "Decoder",
+    "hidden_widths",
+    "check_activation",
+]
 
 _PACKAGE = "keras_vae"
 
 
-def _hidden(name, hidden):
+def hidden_widths(name, hidden):
+    """Layer widths as a tuple of positive ints (an int `n` means `(n,)`).
+
+    Raises:
+      TypeError: if `hidden` is not an int or an iterable of them.
+      ValueError / ArgumentTypeError: for a width that is not a positive int.
+
+    Example:
+      >>> hidden_widths("hidden", 200), hidden_widths("hidden", [200, 100])
+      ((200,), (200, 100))
+    """
     if isinstance(hidden, (int, np.integer)):
         hidden = (hidden,)
     try:
@@ -40,7 +59,12 @@ def _hidden(name, hidden):
     return tuple(int(h) for h in hidden)
 
 
-def _activation(activation):
+def check_activation(activation):
+    """`activation` unchanged if Keras knows it (a name such as "tanh" or a callable).
+
+    Raises:
+      ValueError: for anything `keras.activations.get` refuses.
+    """
     try:
         keras.activations.get(activation)
     except (ValueError, TypeError):
@@ -86,8 +110,12 @@ def _apply(layers, h):
     return h
 
 
-class _Encoder(keras.layers.Layer):
-    """Shared machinery: posterior head, input checks, config."""
+class Encoder(keras.layers.Layer):
+    """Base of the encoders: posterior head, input checks, config.
+
+    Subclasses define `_build_body(data_shape)` and `_body(x, training)`, the
+    latter returning `head.params_size()` numbers per example.
+    """
 
     def __init__(self, latent_dim, posterior="diagonal", min_scale=1e-4, **kwargs):
         super().__init__(**kwargs)
@@ -119,8 +147,13 @@ class _Encoder(keras.layers.Layer):
                 "min_scale": self.min_scale}
 
 
-class _Decoder(keras.layers.Layer):
-    """Shared machinery: likelihood head, leading sample dims, config."""
+class Decoder(keras.layers.Layer):
+    """Base of the decoders: likelihood head, leading sample dims, config.
+
+    Subclasses define `_build_body(latent_dim)` and `_body(z [M, latent_dim],
+    training)`, the latter returning `[M, head.params_size()]`; `call` flattens
+    and restores any leading sample dimensions of `z`.
+    """
 
     def __init__(self, output_shape, likelihood="bernoulli", **kwargs):
         super().__init__(**kwargs)
@@ -156,7 +189,7 @@ class _Decoder(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class MLPEncoder(_Encoder):
+class MLPEncoder(Encoder):
     """Fully connected encoder `x -> q(z|x)`; flattens any data shape.
 
     Args:
@@ -181,8 +214,8 @@ class MLPEncoder(_Encoder):
 
     def __init__(self, latent_dim, hidden=(200, 200), activation="tanh", **kwargs):
         super().__init__(latent_dim, **kwargs)
-        self.hidden = _hidden("hidden", hidden)
-        self.activation = _activation(activation)
+        self.hidden = hidden_widths("hidden", hidden)
+        self.activation = check_activation(activation)
 
     def _build_body(self, data_shape):
         self._flat_dim = int(np.prod(data_shape))
@@ -198,7 +231,7 @@ class MLPEncoder(_Encoder):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class MLPDecoder(_Decoder):
+class MLPDecoder(Decoder):
     """Fully connected decoder `z -> p(x|z)`.
 
     Args:
@@ -220,8 +253,8 @@ class MLPDecoder(_Decoder):
     def __init__(self, output_shape, hidden=(200, 200), activation="tanh",
                  likelihood="bernoulli", **kwargs):
         super().__init__(output_shape, likelihood=likelihood, **kwargs)
-        self.hidden = _hidden("hidden", hidden)
-        self.activation = _activation(activation)
+        self.hidden = hidden_widths("hidden", hidden)
+        self.activation = check_activation(activation)
 
     def _build_body(self, latent_dim):
         self.dense_layers, self.params_layer = _dense_stack(self, latent_dim)
@@ -235,12 +268,12 @@ class MLPDecoder(_Decoder):
 
 
 def _conv_args(filters, kernel_size, activation):
-    return _hidden("filters", filters), validation.positive_int("kernel_size", kernel_size), \
-        _activation(activation)
+    return hidden_widths("filters", filters), validation.positive_int("kernel_size", kernel_size), \
+        check_activation(activation)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ConvEncoder(_Encoder):
+class ConvEncoder(Encoder):
     """Convolutional encoder: stride-2 Conv2D layers, then Dense layers, then the head.
 
     The architecture of Keras's VAE example with the defaults
@@ -266,7 +299,7 @@ class ConvEncoder(_Encoder):
         super().__init__(latent_dim, **kwargs)
         self.filters, self.kernel_size, self.activation = _conv_args(
             filters, kernel_size, activation)
-        self.hidden = _hidden("hidden", hidden) if hidden else ()
+        self.hidden = hidden_widths("hidden", hidden) if hidden else ()
 
     def _build_body(self, data_shape):
         if len(data_shape) != 3:
@@ -297,7 +330,7 @@ class ConvEncoder(_Encoder):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ConvDecoder(_Decoder):
+class ConvDecoder(Decoder):
     """Convolutional decoder: Dense to a small feature map, stride-2 Conv2DTranspose
     layers, a crop to (H, W) and a 3x3 stride-1 Conv2DTranspose producing the
     likelihood's parameters (as in Keras's VAE example).
@@ -335,7 +368,7 @@ class ConvDecoder(_Decoder):
             )
         self.filters, self.kernel_size, self.activation = _conv_args(
             filters, kernel_size, activation)
-        self.hidden = _hidden("hidden", hidden) if hidden else ()
+        self.hidden = hidden_widths("hidden", hidden) if hidden else ()
 
     def _build_body(self, latent_dim):
         height, width, channels = self.event_shape

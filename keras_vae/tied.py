@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae.networks import MLPEncoder, _activation, _Decoder
+from keras_vae.networks import Decoder, MLPEncoder, check_activation
 
-__all__ = ["TiedMLPDecoder"]
+__all__ = ["TiedMLPDecoder", "TiedDense"]
 
 
 class _Untracked:
@@ -25,9 +25,24 @@ class _Untracked:
         self.layer = layer
 
 
-class _TiedDense(keras.layers.Layer):
+class TiedDense(keras.layers.Layer):
     """`y = activation(x @ W[:, :input_dim]^T + b)`: the transpose of a source Dense
-    layer's kernel `W` (shape `[units, n]`, shared, not copied) and an own bias `b`."""
+    layer's kernel `W` (shape `[units, n]`, shared, not copied) and an own bias `b`.
+
+    Not registered for serialization: `TiedMLPDecoder` rebuilds these layers
+    from its encoder, and a `.keras` file holds only their biases.
+
+    Args:
+      source: a built Dense-like layer with `kernel` `[units, n]`.
+      input_dim: columns of the kernel used, `input_dim <= n`.
+      activation: Keras activation, default None (linear).
+
+    Call arguments:
+      x: float tensor `[B, input_dim]`.
+
+    Returns:
+      `[B, units]`.
+    """
 
     def __init__(self, source, input_dim, activation=None, **kwargs):
         super().__init__(**kwargs)
@@ -50,8 +65,15 @@ class _TiedDense(keras.layers.Layer):
         return self.activation(tf.matmul(x, kernel, transpose_b=True) + self.bias)
 
 
+# A .keras file stores the layers of a list under their class's `__name__` in snake
+# case ("decoder/dense_layers/__tied_dense"); files saved while the class was
+# `_TiedDense` use that path, so `__name__` keeps it (the class is still found and
+# shown as keras_vae.tied.TiedDense through `__qualname__`).
+TiedDense.__name__ = "_TiedDense"
+
+
 @keras.saving.register_keras_serializable(package="keras_vae")
-class TiedMLPDecoder(_Decoder):
+class TiedMLPDecoder(Decoder):
     """MLP decoder whose Dense kernels are the transposed kernels of an `MLPEncoder`.
 
     The decoder mirrors the encoder: its layer `j` uses the kernel of encoder
@@ -93,7 +115,7 @@ class TiedMLPDecoder(_Decoder):
 
     def __init__(self, output_shape, likelihood="bernoulli", activation=None, **kwargs):
         super().__init__(output_shape, likelihood=likelihood, **kwargs)
-        self.activation = None if activation is None else _activation(activation)
+        self.activation = None if activation is None else check_activation(activation)
         self._encoder = None
         if self.head.num_params != 1:
             raise ValueError(
@@ -152,7 +174,7 @@ class TiedMLPDecoder(_Decoder):
         mirrored = []
         for j, (source, width) in enumerate(zip(reversed(sources), reversed(widths))):
             last = j == len(sources) - 1
-            layer = _TiedDense(source, width, activation=None if last else activation,
+            layer = TiedDense(source, width, activation=None if last else activation,
                                name="params" if last else f"dense_{j}",
                                dtype=self.dtype_policy)
             layer.build((None, width))

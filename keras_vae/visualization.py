@@ -20,8 +20,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import evaluation, latent
+from keras_vae import latent
 from keras_vae import validation
+from keras_vae.access import check_inputs, decode, prior_distribution, reconstruct, require_prior
 
 __all__ = [
     "sample_grid",
@@ -112,7 +113,7 @@ def _mean(dist):
 
 def _latent_dim(model, x=None):
     dim = getattr(model, "latent_dim", None) or getattr(model.encoder, "latent_dim", None)
-    prior = evaluation.prior_distribution(model)
+    prior = prior_distribution(model)
     if dim is None and prior is not None:
         dim = prior.event_shape[-1]
     if dim is None:
@@ -174,15 +175,15 @@ def sample_grid(model, n=64, seed=0, mean=True, path=None):
     Raises:
       ValueError: if the model has no prior.
     """
-    evaluation._require_prior(model, "sample_grid")
+    prior = require_prior(model, "sample_grid")
     n = validation.positive_int("n", n)
     seed = validation.seed(seed)
     if callable(getattr(model, "sample", None)):
         samples = np.asarray(model.sample(n, seed=seed, mean=mean), "float32")
     else:
         seeds = tf.random.split(tf.constant([seed, 7], tf.int32), 2)
-        z = evaluation.prior_distribution(model).sample(n, seed=seeds[0])
-        p = evaluation.decode(model, z)
+        z = prior.sample(n, seed=seeds[0])
+        p = decode(model, z)
         samples = np.asarray(p.mean() if mean else p.sample(seed=seeds[1]), "float32")
     return _save(image_grid(samples, f"{n} samples from the prior (seed {seed})"), path)
 
@@ -200,8 +201,8 @@ def reconstruction_grid(model, x, n=10, path=None):
       `matplotlib.figure.Figure`.
     """
     n = validation.positive_int("n", n)
-    x = evaluation.check_inputs(model, x)[:n]
-    recon = latent.reconstruct(model, x)
+    x = check_inputs(model, x)[:n]
+    recon = reconstruct(model, x)
     fig = _grid_figure(np.stack([x, recon]), x.shape[1:],
                        "inputs (top) and reconstructions (bottom)")
     return _save(fig, path)
@@ -233,7 +234,7 @@ def manifold_grid(model, n=15, dims=(0, 1), path=None):
     z = np.zeros((n, n, d), "float32")
     z[..., dims[0]] = q[None, :]
     z[..., dims[1]] = q[::-1, None]  # larger values at the top
-    tiles = _mean(evaluation.decode(model, tf.constant(z)))
+    tiles = _mean(decode(model, tf.constant(z)))
     fig = _grid_figure(tiles, tiles.shape[2:],
                        f"decoded latent grid at N(0,1) quantiles, dims {tuple(dims)}",
                        tile_inches=0.5)
@@ -276,7 +277,7 @@ def latent_scatter(model, x, y=None, k=5, max_points=2000, seed=0, path=None):
     Returns:
       `matplotlib.figure.Figure`.
     """
-    x = evaluation.check_inputs(model, x)
+    x = check_inputs(model, x)
     rng = np.random.default_rng(validation.seed(seed))
     if y is not None:
         y = np.asarray(y).reshape(-1)
@@ -327,7 +328,7 @@ def interpolation_grid(model, x, pairs=((0, 1),), steps=8, path=None):
     Returns:
       `matplotlib.figure.Figure`.
     """
-    x = evaluation.check_inputs(model, x)
+    x = check_inputs(model, x)
     steps = validation.positive_int("steps", steps)
     pairs = np.asarray(pairs, "int64").reshape(-1, 2) if len(pairs) else np.zeros((0, 2))
     if steps < 2 or len(pairs) == 0 or pairs.min() < 0 or pairs.max() >= len(x):
@@ -336,7 +337,7 @@ def interpolation_grid(model, x, pairs=((0, 1),), steps=8, path=None):
     mu = latent.embed(model, x[pairs.ravel()]).reshape(len(pairs), 2, -1)
     t = np.linspace(0.0, 1.0, steps, dtype="float32")[None, :, None]
     z = (1 - t) * mu[:, :1] + t * mu[:, 1:]                       # [P, steps, d]
-    decoded = _mean(evaluation.decode(model, tf.constant(z)))
+    decoded = _mean(decode(model, tf.constant(z)))
     grid = np.concatenate([x[pairs[:, 0]][:, None], decoded, x[pairs[:, 1]][:, None]], axis=1)
     fig = _grid_figure(grid, x.shape[1:], "interpolation in latent space "
                        "(inputs at both ends)")
@@ -410,7 +411,7 @@ def plot_all(model, x, y=None, out_dir=None, history=None, seed=0):
     """
     if out_dir is None:
         raise ValueError("plot_all needs a folder to write into. Received: out_dir=None")
-    x = evaluation.check_inputs(model, x)
+    x = check_inputs(model, x)
     seed = validation.seed(seed)
     rng = np.random.default_rng(seed)
     os.makedirs(out_dir, exist_ok=True)
@@ -424,7 +425,7 @@ def plot_all(model, x, y=None, out_dir=None, history=None, seed=0):
         loss_curves(history, path=out("loss_curves.png"))
     reconstruction_grid(model, x[np.sort(rng.choice(len(x), min(10, len(x)), replace=False))],
                         path=out("reconstructions.png"))
-    has_prior = evaluation.prior_distribution(model) is not None
+    has_prior = prior_distribution(model) is not None
     if has_prior:
         sample_grid(model, n=64, seed=seed, path=out("samples.png"))
     latent_scatter(model, x, y, seed=seed, path=out("latent_vs_pca.png"))

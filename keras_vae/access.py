@@ -1,0 +1,197 @@
+"""How evaluation code talks to a model: prior, encoder, decoder, inputs, compiled functions, seeds.
+
+Everything that measures or draws a trained model (`keras_vae.estimators`,
+`keras_vae.latent`, `keras_vae.applications`, `keras_vae.evaluation`,
+`keras_vae.visualization`) reaches the model only through these helpers, so
+they work for any object exposing
+
+- `.encoder`: `x [B] + data_shape -> q(z|x)`, batch `[B]`, event `[d]`;
+- `.decoder`: `z [...] + [d] -> p(x|z)`, batch `[...]`, event `data_shape`;
+- `.prior` (optional): a keras_vae prior layer, a `tfd.Distribution` or None
+  (deterministic autoencoders have none);
+- `.data_shape` (optional): checked against the inputs when present.
+
+This module imports only `keras_vae.validation` of keras_vae, so every
+evaluation module may build on it.
+
+Example:
+
+>>> x = check_inputs(vae, x_test)                  # float32 numpy, shape checked
+>>> q = encode(vae, x[:10]); p = decode(vae, q.mean())
+>>> x_hat = reconstruct(vae, x)                    # batched E[p(x | z = E q(z|x))]
+"""
+
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from keras_vae import validation
+
+tfd = tfp.distributions
+
+__all__ = [
+    "prior_distribution",
+    "require_prior",
+    "encode",
+    "decode",
+    "check_inputs",
+    "reconstruct",
+    "cached_function",
+    "batch_seed",
+]
+
+
+def prior_distribution(model):
+    """`p(z)` of `model` as a `tfd.Distribution` (event `[d]`), or None when it has no prior.
+
+    Raises:
+      TypeError: if `model.prior` is neither a prior layer, a distribution nor None.
+    """
+    prior = getattr(model, "prior", None)
+    if prior is None:
+        return None
+    if isinstance(prior, tfd.Distribution):
+        return prior
+    if hasattr(prior, "distribution"):
+        return prior.distribution()
+    raise TypeError(
+        "`model.prior` must be a keras_vae prior layer, a tfd.Distribution or None. "
+        f"Received: model.prior={prior!r}"
+    )
+
+
+def require_prior(model, what):
+    """`p(z)` of `model`; raises for a model without one.
+
+    Args:
+      model: the model.
+      what: name of the caller for the message, e.g. "log_likelihood".
+
+    Returns:
+      the prior as a `tfd.Distribution`, event `[d]`.
+
+    Raises:
+      ValueError: if the model has no prior (a deterministic autoencoder).
+    """
+    prior = prior_distribution(model)
+    if prior is None:
+        raise ValueError(
+            f"{what} needs a model with a prior p(z) (a VAE); deterministic "
+            "autoencoders have none. Received: model.prior=None"
+        )
+    return prior
+
+
+def _call(layer, inputs):
+    if isinstance(layer, keras.layers.Layer):
+        return layer(inputs, training=False)
+    return layer(inputs)
+
+
+def encode(model, x):
+    """`q(z|x)` for a float32 batch `x [B] + data_shape` (batch `[B]`, event `[d]`), in inference mode."""
+    return _call(model.encoder, x)
+
+
+def decode(model, z):
+    """`p(x|z)` for latents `z [...] + [d]` (batch `[...]`, event `data_shape`), in inference mode."""
+    return _call(model.decoder, z)
+
+
+def check_inputs(model, x, name="x"):
+    """Validates `x` against the model and returns it as a float32 numpy array.
+
+    Uses `keras_vae.validation.data_array`: shape `(N,) + model.data_shape`
+    when the model declares `data_shape` (otherwise any batch of real
+    numbers), at least one example, values in the support of the decoder's
+    likelihood head when it has one.
+
+    Args:
+      model: the model.
+      x: `[N] + data_shape` array or tensor.
+      name: argument name for the messages.
+
+    Returns:
+      float32 numpy array `[N] + data_shape`.
+
+    Raises:
+      TypeError: for datasets, dicts, None or non-numeric data.
+      ValueError: for a wrong shape, no examples, NaN/Inf or values outside
+        the likelihood's support.
+    """
+    data_shape = getattr(model, "data_shape", None)
+    head = getattr(getattr(model, "decoder", None), "head", None)
+    return validation.data_array(x, None if data_shape is None else tuple(data_shape),
+                                 head, name=name)
+
+
+def reconstruct(model, x, batch_size=1000):
+    """Mean reconstructions `E[p(x | z = E[q(z|x)])]` of `x`, `batch_size` examples at a time.
+
+    The batched counterpart of the model method `reconstruct(x)`, for any
+    model with `.encoder` and `.decoder` (deterministic, no noise).
+
+    Args:
+      model: the model.
+      x: `[N] + data_shape` array.
+      batch_size: examples per encoder/decoder call.
+
+    Returns:
+      float32 numpy array `[N] + data_shape`.
+
+    Raises:
+      ValueError / TypeError: for bad data or batch size.
+
+    Example:
+      >>> x_hat = reconstruct(vae, x_test)
+      >>> x_hat.shape == x_test.shape
+      True
+    """
+    x = check_inputs(model, x)
+    batch_size = validation.batch_size(batch_size)
+    out = []
+    for s in range(0, len(x), batch_size):
+        q = encode(model, tf.constant(x[s:s + batch_size]))
+        out.append(np.asarray(decode(model, q.mean()).mean()))
+    return np.concatenate(out).astype("float32")
+
+
+_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {key: tf.function}
+
+
+def cached_function(model, key, build):
+    """The `tf.function` `build(model_ref)` for `(model, key)`, traced once and reused.
+
+    `build` receives a zero-argument callable returning the model and must
+    only call it inside the function it builds; the cache holds the model
+    weakly, so functions are dropped with their model. Objects that cannot
+    be weakly referenced get a fresh function on every call.
+
+    Args:
+      model: the model the function belongs to.
+      key: hashable description of the function (shapes, settings).
+      build: `model_ref -> tf.function`.
+
+    Returns:
+      the cached (or new) `tf.function`.
+    """
+    try:
+        per_model = _FUNCTIONS.setdefault(model, {})
+    except TypeError:
+        return build(lambda: model)
+    if key not in per_model:
+        per_model[key] = build(weakref.ref(model))
+    return per_model[key]
+
+
+def batch_seed(seed, index):
+    """Stateless seed, int32 `[2]`, for batch `index` of a run with integer `seed`.
+
+    Raises:
+      TypeError / ValueError: for a seed that is not an integer in [0, 2**63).
+    """
+    base = tf.constant([validation.seed32(seed), 0], tf.int32)
+    return tf.random.experimental.stateless_fold_in(base, int(index))

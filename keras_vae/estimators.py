@@ -1,0 +1,260 @@
+"""Estimators of log p(x) and of the ELBO terms, per example, in nats.
+
+`log_likelihood` is the importance-sampled IWAE-K estimate of log p(x) with
+the encoder as proposal; `elbo_terms` gives the ELBO, its reconstruction
+term and the KL. Both need a model with a prior (see `keras_vae.access` for
+what a model must expose), take numpy arrays `[N] + data_shape` and return
+float64 numpy arrays `[N]`.
+
+#### Mathematical details
+
+```none
+log p(x) ~ IWAE_K(x) = log 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x)
+           ELBO = E[IWAE_1] <= E[IWAE_K] <= E[IWAE_5000] <= log p(x)
+bits/dim = -log p(x) / (D log 2),  D = number of data dimensions
+```
+
+The K importance samples are processed in chunks of `chunk_size` inside one
+`tf.function` per batch, keeping a running log-sum-exp over the chunks, so
+memory is O(chunk_size x batch_size x D) whatever K is (`resolve_chunk_size`,
+`sample_width`). The noise of sample k is drawn from the stateless seed
+`fold_in(fold_in(seed, batch), k)`, so the estimate does not depend on
+`chunk_size`, and the same seed and batch size give the same numbers. Each
+compiled function is traced once per model and setting
+(`keras_vae.access.cached_function`) and released with the model.
+
+Example:
+
+>>> ll = log_likelihood(vae, x_test, num_samples=5000)
+>>> ll.log_px.mean(), ll.bits_per_dim.mean()       # nats/example, bits/dim
+>>> elbo_terms(vae, x_test)["kl"].mean()
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from keras_vae import objectives
+from keras_vae import validation
+from keras_vae.access import (batch_seed, cached_function, check_inputs, decode, encode,
+                              prior_distribution, require_prior)
+from keras_vae.heads import reparameterized_sample
+
+__all__ = [
+    "LogLikelihood",
+    "log_likelihood",
+    "elbo_terms",
+    "resolve_chunk_size",
+    "sample_width",
+]
+
+# Largest number of float32 elements one chunk may hold ([chunk, batch, width]).
+_ELEMENT_BUDGET = 2 ** 22
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LogLikelihood:
+    """Per-example importance-sampled log-likelihood estimates.
+
+    Behaves like the array of `log_px` (`np.asarray(result)`, `result.mean()`,
+    `len(result)`, `result[i]`); `result["bits_per_dim"]` also works.
+
+    Attributes:
+      log_px: float64 `[N]`, IWAE_K estimates of log p(x) in nats per example.
+      bits_per_dim: float64 `[N]`, `-log_px / (D log 2)`.
+      num_samples: K.
+      num_dims: D, the number of data dimensions per example.
+      seed: the integer seed used.
+    """
+
+    log_px: np.ndarray
+    bits_per_dim: np.ndarray
+    num_samples: int
+    num_dims: int
+    seed: int
+
+    def __array__(self, dtype=None, copy=None):
+        return self.log_px if dtype is None else self.log_px.astype(dtype)
+
+    def __len__(self):
+        return len(self.log_px)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in ("log_px", "bits_per_dim"):
+                raise KeyError(f"Expected 'log_px' or 'bits_per_dim'. Received: key={key!r}")
+            return getattr(self, key)
+        return self.log_px[key]
+
+    def mean(self):
+        """Mean log p(x) estimate in nats per example."""
+        return float(np.mean(self.log_px))
+
+
+def resolve_chunk_size(chunk_size, num_samples, batch_size, width):
+    """Importance samples C decoded at once by `log_likelihood`.
+
+    Args:
+      chunk_size: the caller's C, or None for the largest C with
+        C x batch_size x width <= 2**22 float32 elements (16 MB per tensor).
+      num_samples: K; C is at most K.
+      batch_size: examples per batch B (the actual one: min(B, N)).
+      width: `sample_width(model, D)`, floats per sample and example of the
+        largest tensor.
+
+    Returns:
+      int C in [1, K].
+
+    Raises:
+      ValueError / TypeError: for a chunk_size that is not a positive int.
+    """
+    if chunk_size is None:
+        return max(1, min(num_samples, _ELEMENT_BUDGET // max(1, batch_size * width)))
+    return min(validation.positive_int("chunk_size", chunk_size), num_samples)
+
+
+def sample_width(model, num_dims):
+    """Floats per sample and example of the largest tensor the estimators hold.
+
+    The maximum of the likelihood's parameter count, the data dimensions D
+    = `num_dims` and the latent dimension: `[C, B, width]` bounds every
+    per-chunk tensor.
+    """
+    head = getattr(getattr(model, "decoder", None), "head", None)
+    params = head.params_size() if hasattr(head, "params_size") else num_dims
+    latent_dim = getattr(model, "latent_dim", 1) or 1
+    return max(int(params), int(num_dims), int(latent_dim))
+
+
+def _log_px_function(model_ref, data_shape, num_samples, chunk_size):
+    """A `tf.function (x [B] + data_shape, seed int32 [2]) -> log p(x) [B]`."""
+    num_chunks = -(-num_samples // chunk_size)
+    log_chunk = math.log(chunk_size)
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + data_shape, tf.float32),
+                                  tf.TensorSpec([2], tf.int32)])
+    def batch_log_px(x, seed):
+        model = model_ref()
+        posterior = encode(model, x)
+        prior = prior_distribution(model)
+
+        def draw(k):  # sample k's noise depends on (seed, k) only, not on the chunk
+            seed_k = tf.random.experimental.stateless_fold_in(seed, k)
+            return reparameterized_sample(posterior, 1, seed_k)[0]
+
+        def body(j, acc):
+            ks = j * chunk_size + tf.range(chunk_size)
+            z = tf.map_fn(draw, ks, fn_output_signature=tf.float32,
+                          parallel_iterations=16)                         # [C, B, d]
+            log_w, _ = objectives.log_importance_weights(
+                x, posterior, lambda zz: decode(model, zz), prior, z)     # [C, B]
+            log_w = tf.where((ks < num_samples)[:, None], log_w, -np.inf)  # pad of last chunk
+            chunk_lse = objectives.iwae_bound(log_w) + log_chunk          # logsumexp, [B]
+            return j + 1, tf.reduce_logsumexp(tf.stack([acc, chunk_lse]), axis=0)
+
+        acc = tf.fill(tf.shape(x)[:1], tf.constant(-np.inf, tf.float32))
+        _, acc = tf.while_loop(lambda j, _: j < num_chunks, body, (tf.constant(0), acc))
+        return acc - math.log(num_samples)
+
+    return batch_log_px
+
+
+def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, seed=0):
+    """Importance-sampled estimate of log p(x) per example (the IWAE-K bound).
+
+    With K = `num_samples` samples from the encoder's posterior as proposal,
+    the estimate is a lower bound in expectation that tightens as K grows
+    (Burda et al., 2016); K=1 is an unbiased estimate of the ELBO, and with
+    the exact posterior every K gives log p(x) exactly.
+
+    Args:
+      model: a VAE, or any object with `.encoder`, `.decoder`, `.prior`.
+      x: `[N] + data_shape` float array.
+      num_samples: K importance samples per example (e.g. 5000 for reported
+        numbers).
+      batch_size: examples per batch B.
+      chunk_size: samples decoded at once C; memory is O(C x B x D). Default:
+        the largest C with C x B x D <= 2**22 floats (16 MB per tensor).
+        The result does not depend on it.
+      seed: integer; the same seed (and batch_size) gives the same numbers.
+
+    Returns:
+      `LogLikelihood` with `log_px` `[N]` (nats) and `bits_per_dim` `[N]`.
+
+    Raises:
+      ValueError: if the model has no prior, for bad arguments or data.
+      TypeError: for a non-integer seed or non-array data.
+
+    Example:
+      >>> ll = log_likelihood(vae, x_test[:100], num_samples=500)
+      >>> ll.log_px.shape
+      (100,)
+    """
+    require_prior(model, "log_likelihood")
+    x = check_inputs(model, x)
+    num_samples = validation.positive_int("num_samples", num_samples)
+    batch_size = validation.batch_size(batch_size)
+    seed = validation.seed32(seed)
+    data_shape = tuple(x.shape[1:])
+    num_dims = int(np.prod(data_shape))
+    chunk = resolve_chunk_size(chunk_size, num_samples, min(batch_size, len(x)),
+                               sample_width(model, num_dims))
+    fn = cached_function(model, ("log_px", data_shape, num_samples, chunk),
+                         lambda ref: _log_px_function(ref, data_shape, num_samples, chunk))
+    log_px = np.concatenate([
+        fn(x[start:start + batch_size], batch_seed(seed, i)).numpy()
+        for i, start in enumerate(range(0, len(x), batch_size))
+    ]).astype("float64")
+    return LogLikelihood(log_px=log_px,
+                         bits_per_dim=objectives.bits_per_dim(-log_px, num_dims),
+                         num_samples=num_samples, num_dims=num_dims, seed=seed)
+
+
+def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0):
+    """Per-example ELBO, reconstruction term and KL, in nats (beta plays no part).
+
+    Uses `objectives.elbo` with the model's `analytic_kl` setting (default
+    True), L = `num_samples` reparameterized draws per example.
+
+    Args:
+      model: a VAE, or any object with `.encoder`, `.decoder`, `.prior`.
+      x: `[N] + data_shape` float array.
+      num_samples: L posterior draws per example.
+      batch_size: examples per batch.
+      seed: integer; the same seed (and batch_size) gives the same numbers.
+
+    Returns:
+      dict of float64 arrays `[N]`: `elbo`, `reconstruction` (E_q[-log p(x|z)])
+      and `kl` (KL(q(z|x) || p(z))).
+
+    Raises:
+      ValueError: if the model has no prior, for bad arguments or data.
+
+    Example:
+      >>> terms = elbo_terms(vae, x_test, num_samples=10)
+      >>> terms["elbo"].mean(), terms["kl"].mean()     # nats per example
+    """
+    require_prior(model, "elbo_terms")
+    x = check_inputs(model, x)
+    num_samples = validation.positive_int("num_samples", num_samples)
+    batch_size = validation.batch_size(batch_size)
+    analytic = bool(getattr(model, "analytic_kl", True))
+
+    def build(model_ref):
+        @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:], tf.float32),
+                                      tf.TensorSpec([2], tf.int32)])
+        def terms(xb, s):
+            model = model_ref()
+            out = objectives.elbo(xb, encode(model, xb), lambda z: decode(model, z),
+                                  prior_distribution(model), seed=s,
+                                  num_samples=num_samples, analytic_kl=analytic)
+            return {k: out[k] for k in ("elbo", "reconstruction", "kl")}
+        return terms
+
+    terms = cached_function(model, ("elbo", x.shape[1:], num_samples, analytic), build)
+    parts = [terms(x[start:start + batch_size], batch_seed(seed, i))
+             for i, start in enumerate(range(0, len(x), batch_size))]
+    return {k: np.concatenate([p[k].numpy() for p in parts]).astype("float64")
+            for k in ("elbo", "reconstruction", "kl")}
