@@ -228,7 +228,7 @@ def _task_index(strategy):
 def _load_builder(spec):
     """`"module:function"` or `"path/file.py:function"` -> the function."""
     if spec is None:
-        from keras_vae.runs import build_model
+        from keras_vae.build import build_model
         return build_model
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name:
@@ -249,14 +249,14 @@ def run_worker(run_dir, builder=None, communication="auto", timeout_seconds=600,
 
     Creates the strategy, loads the data named in the config, builds the model
     with `builder(config, data_shape)` under the strategy (default
-    `keras_vae.runs.build_model`, the model `keras-vae train` builds), trains
+    `keras_vae.build.build_model`, the model `keras-vae train` builds), trains
     with `fit_distributed` (plus `KLWarmup` when the config has `warmup_steps`),
     and writes `workers/worker-<i>.json` (history, the
     replica count, the step-0 noise seed of its replicas); the chief also writes
     `model.keras`, `history.json` and `status.json`.
 
     Args:
-      run_dir: folder holding `config.json` (keras_vae.runs config keys).
+      run_dir: folder holding `config.json` (keras_vae.config keys).
       builder: None or a "module:function" / "file.py:function" spec.
       communication, timeout_seconds: see `make_strategy`.
       save_weights: also write `workers/worker-<i>.weights.npz` (for checks).
@@ -266,10 +266,11 @@ def run_worker(run_dir, builder=None, communication="auto", timeout_seconds=600,
       dict written to `workers/worker-<i>.json`.
     """
     strategy = make_strategy(communication, timeout_seconds)  # before other TF work
-    from keras_vae import data, runs
+    from keras_vae import config as config_schema
+    from keras_vae import data
 
     with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-        config = runs.resolve_config(json.load(f))
+        config = config_schema.validate(json.load(f))
     static = "static" if config["binarize"] == "static" else None
     (x_train, _), _ = data.load(config["data"], binarize=static, data_dir=config["data_dir"],
                                 seed=config["seed"])
@@ -318,7 +319,7 @@ def launch(config, run_dir, workers=2, builder=None, timeout=600, overwrite=Fals
     TF_CONFIG. Kills every worker if one fails or `timeout` passes.
 
     Args:
-      config: dict of `keras_vae.runs` config keys (`batch_size` is global).
+      config: dict of `keras_vae.config` keys (`batch_size` is global).
       run_dir: output folder; must be empty or missing unless `overwrite`.
       workers: number of worker processes (>= 1).
       builder: None or a "module:function" / "file.py:function" spec (see `run_worker`).
@@ -339,11 +340,11 @@ def launch(config, run_dir, workers=2, builder=None, timeout=600, overwrite=Fals
       >>> results = launch({"data": "digits", "epochs": 2, "batch_size": 64}, "runs/mw")
       >>> results[0]["history"]["loss"]
     """
-    from keras_vae import runs
+    from keras_vae import config as config_schema
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"`workers` must be a positive integer. Received: workers={workers!r}")
-    config = runs.resolve_config(config)
+    config = config_schema.validate(config)
     if os.path.isdir(run_dir) and os.listdir(run_dir) and not overwrite:
         raise ValueError("The run folder is not empty; pass overwrite=True (--overwrite) to "
                          f"replace it. Received: run_dir={run_dir!r}")
@@ -438,10 +439,9 @@ def main(argv=None):
     if args.worker:  # spawned by launch(): TF_CONFIG is set, config.json written
         run_worker(*worker_args)
         return 0
-    from keras_vae import runs
-
     try:
-        config = runs.resolve_config(config_schema.overrides(args), args.config)
+        given = config_schema.read_json(args.config) if args.config else {}
+        config = config_schema.validate({**given, **config_schema.overrides(args)})
         if args.cluster:  # one process of a multi-machine cluster
             if args.task_index is None:
                 parser.error("--cluster needs --task-index")

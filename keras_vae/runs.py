@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import config as config_schema
+from keras_vae.build import build_model, load_data
 from keras_vae.files import atomic_write, save_model
 
 __all__ = ["DEFAULTS", "requested_config", "resolve_config", "build_model", "train",
@@ -72,54 +73,6 @@ def resolve_config(overrides=None, config_file=None):
     return config_schema.validate(requested_config(overrides, config_file))
 
 
-def _likelihood(config, data_shape):
-    from keras_vae import likelihoods
-    if config["likelihood"] == "gaussian":
-        return likelihoods.GaussianLikelihood(data_shape, scale=config["likelihood_scale"])
-    return config["likelihood"]
-
-
-def build_model(config, data_shape):
-    """Builds and compiles the model a config describes, for data of `data_shape`."""
-    from keras_vae import model as model_lib
-    from keras_vae import networks
-
-    data_shape = tuple(data_shape)
-    keras.utils.set_random_seed(config["seed"])
-    hidden = tuple(config["hidden"])
-    if config["model"] in ("ae", "dae"):
-        from keras_vae import autoencoders
-        model = autoencoders.build_autoencoder(
-            config["model"], data_shape, config["latent_dim"], hidden, config["activation"],
-            _likelihood(config, data_shape), tied=config["tied"], stacked=config["stacked"],
-            corruption=config["corruption"], corruption_rate=config["corruption_rate"],
-            seed=config["seed"])
-    else:
-        if config["architecture"] == "conv":
-            if len(data_shape) != 3:
-                raise ValueError("The conv architecture needs image data (H, W, C). "
-                                 f"Received: data shape {data_shape}")
-            encoder = networks.ConvEncoder(config["latent_dim"], posterior=config["posterior"])
-            decoder = networks.ConvDecoder(data_shape, likelihood=_likelihood(config, data_shape))
-        else:
-            encoder = networks.MLPEncoder(config["latent_dim"], hidden=hidden,
-                                    activation=config["activation"],
-                                    posterior=config["posterior"])
-            decoder = networks.MLPDecoder(data_shape, hidden=hidden[::-1],
-                                    activation=config["activation"],
-                                    likelihood=_likelihood(config, data_shape))
-        extra = {}
-        if config["corruption"] is not None:
-            extra = {"corruption": config["corruption"],
-                     "corruption_rate": config["corruption_rate"]}
-        model = model_lib.VAE(encoder, decoder, prior=config["prior"], beta=config["beta"],
-                       num_samples=config["num_samples"], objective=config["objective"],
-                       free_bits=config["free_bits"], seed=config["seed"], **extra)
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
-                  jit_compile=config["jit_compile"])
-    return model
-
-
 # ------------------------------------------------------------- file writes
 
 def _write_json(path, obj):
@@ -154,7 +107,8 @@ def write_status(run_dir, status, **details):
 def _check_run_dir(run_dir, overwrite, resume):
     """Refuses an existing run without --overwrite/--resume; touches nothing."""
     if overwrite and resume:
-        raise ValueError("Choose one of overwrite and resume. Received: overwrite=True, resume=True")
+        raise ValueError("Choose one of overwrite and resume. "
+                         "Received: overwrite=True, resume=True")
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ValueError(f"The run folder path is a file. Received: run_dir={run_dir!r}")
     existing = os.path.isdir(run_dir) and any(
@@ -183,17 +137,6 @@ def _create_run_dir(run_dir, overwrite):
                 shutil.rmtree(path)
             elif os.path.exists(path):
                 os.unlink(path)
-
-
-def load_data(config):
-    """`((x_train, y_train), (x_test, y_test))` of a config (the test set binarized once when dynamic)."""
-    from keras_vae import data
-    (x_train, y_train), (x_test, y_test) = data.load(
-        config["data"], binarize=config["binarize"], data_dir=config["data_dir"],
-        seed=config["seed"])
-    if config["binarize"] == "dynamic":  # evaluate on one fixed binarization
-        x_test = data.binarize_static(x_test, seed=config["seed"] + 1)
-    return (x_train, y_train), (x_test, y_test)
 
 
 def _resume_config(run_dir, requested):

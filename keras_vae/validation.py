@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "INT32_MAX",
     "ArgumentTypeError",
+    "KerasVAEWarning",
     "positive_int",
     "non_negative_int",
     "positive_float",
@@ -40,6 +41,10 @@ __all__ = [
 
 # TensorFlow takes many sizes (batch, sample counts, shapes) as int32.
 INT32_MAX = 2 ** 31 - 1
+
+
+class KerasVAEWarning(UserWarning):
+    """The category of every warning keras_vae itself issues (the test suite makes them errors)."""
 
 
 class ArgumentTypeError(TypeError, ValueError):

@@ -270,8 +270,6 @@ def test_no_import_cycle_among_submodules(scanned):
     assert not cycles, "import cycles in keras_vae:\n" + _format(cycles)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="runs.py/distributed.py import the package top level")
 def test_no_import_cycle_through_the_package_top_level(scanned):
     """Every edge counts, also a submodule importing `keras_vae` itself."""
     cycles = find_cycles(scanned)

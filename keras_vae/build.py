@@ -1,0 +1,76 @@
+"""From a run config to its data and its model: what `keras-vae train` and its workers build.
+
+`load_data(config)` loads the data set a config names (the test set binarized
+once when training binarizes dynamically); `build_model(config, data_shape)`
+builds and compiles the model it describes. Both take a validated config
+(`keras_vae.config.validate`); `keras_vae.runs` (one process) and
+`keras_vae.distributed` (every worker) use them, so both train the same model.
+"""
+
+import keras
+
+__all__ = ["build_model", "load_data"]
+
+
+def _likelihood(config, data_shape):
+    from keras_vae import likelihoods
+    if config["likelihood"] == "gaussian":
+        return likelihoods.GaussianLikelihood(data_shape, scale=config["likelihood_scale"])
+    return config["likelihood"]
+
+
+def build_model(config, data_shape):
+    """Builds and compiles the model a config describes, for data of `data_shape`."""
+    from keras_vae import model as model_lib
+    from keras_vae import networks
+
+    data_shape = tuple(data_shape)
+    keras.utils.set_random_seed(config["seed"])
+    hidden = tuple(config["hidden"])
+    if config["model"] in ("ae", "dae"):
+        from keras_vae import autoencoders
+        model = autoencoders.build_autoencoder(
+            config["model"], data_shape, config["latent_dim"], hidden, config["activation"],
+            _likelihood(config, data_shape), tied=config["tied"], stacked=config["stacked"],
+            corruption=config["corruption"], corruption_rate=config["corruption_rate"],
+            seed=config["seed"])
+    else:
+        if config["architecture"] == "conv":
+            if len(data_shape) != 3:
+                raise ValueError("The conv architecture needs image data (H, W, C). "
+                                 f"Received: data shape {data_shape}")
+            encoder = networks.ConvEncoder(config["latent_dim"], posterior=config["posterior"])
+            decoder = networks.ConvDecoder(data_shape, likelihood=_likelihood(config, data_shape))
+        else:
+            encoder = networks.MLPEncoder(config["latent_dim"], hidden=hidden,
+                                    activation=config["activation"],
+                                    posterior=config["posterior"])
+            decoder = networks.MLPDecoder(data_shape, hidden=hidden[::-1],
+                                    activation=config["activation"],
+                                    likelihood=_likelihood(config, data_shape))
+        extra = {}
+        if config["corruption"] is not None:
+            extra = {"corruption": config["corruption"],
+                     "corruption_rate": config["corruption_rate"]}
+        model = model_lib.VAE(encoder, decoder, prior=config["prior"], beta=config["beta"],
+                       num_samples=config["num_samples"], objective=config["objective"],
+                       free_bits=config["free_bits"], seed=config["seed"], **extra)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
+                  jit_compile=config["jit_compile"])
+    return model
+
+
+def load_data(config):
+    """`((x_train, y_train), (x_test, y_test))` of a config.
+
+    With `binarize="dynamic"` the training set stays grey (the pipeline draws
+    new bits every epoch) and the test set is binarized once, so every
+    evaluation scores the same bits.
+    """
+    from keras_vae import data
+    (x_train, y_train), (x_test, y_test) = data.load(
+        config["data"], binarize=config["binarize"], data_dir=config["data_dir"],
+        seed=config["seed"])
+    if config["binarize"] == "dynamic":  # evaluate on one fixed binarization
+        x_test = data.binarize_static(x_test, seed=config["seed"] + 1)
+    return (x_train, y_train), (x_test, y_test)
