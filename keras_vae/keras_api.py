@@ -29,16 +29,16 @@ import warnings
 import keras
 
 __all__ = [
-    "KerasInternalsChanged",
-    "KERAS_VERSION_WRITTEN_FOR",
     "CACHED_EVAL_DATASET_KWARG",
-    "flatten_layers",
+    "KERAS_VERSION_WRITTEN_FOR",
+    "KerasInternalsChanged",
     "distribute_strategy",
+    "flatten_layers",
+    "graph_mode",
+    "is_cached_eval",
+    "is_default_hook",
     "resolve_auto_jit_compile",
     "set_compile_config",
-    "graph_mode",
-    "is_default_hook",
-    "is_cached_eval",
 ]
 
 KERAS_VERSION_WRITTEN_FOR = "3.15"
