@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
+from keras_vae import keras_api
 from keras_vae import validation
 from keras_vae.execution import AutoExecution
 
@@ -293,7 +294,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
     def evaluate(self, x=None, y=None, **kwargs):
         # fit() validates validation_data once, then calls evaluate every epoch
         # with Keras's private _use_cached_eval_dataset flag: no need to rescan.
-        if not kwargs.get("_use_cached_eval_dataset", False):
+        if not keras_api.is_cached_eval(kwargs):
             self._check(x)
         return super().evaluate(x, y, **kwargs)
 

@@ -45,6 +45,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vae import keras_api
+
 __all__ = ["AutoExecution", "plan_execution", "describe_fit_data", "XLA_MIN_STEPS", "SPE_MAX"]
 
 XLA_MIN_STEPS = 4000
@@ -56,12 +58,12 @@ _BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_tr
 def _has_conv(model):
     # Conv1D/2D/3D, Conv2DTranspose, Separable/DepthwiseConv2D, ConvEncoder, ...
     return any("Conv" in type(layer).__name__
-               for layer in model._flatten_layers(include_self=False))
+               for layer in keras_api.flatten_layers(model, include_self=False))
 
 
 def _callback_runs_per_execution(callback):
     """True if `callback` is correct when its batch hooks run once per compiled call."""
-    if all(getattr(getattr(callback, hook, None), "_is_default", False) for hook in _BATCH_HOOKS):
+    if all(keras_api.is_default_hook(getattr(callback, hook, None)) for hook in _BATCH_HOOKS):
         return True  # no batch-level hooks at all
     if getattr(callback, "runs_per_execution", False):
         return True  # e.g. keras_vae.callbacks.StopOnNaN
@@ -106,8 +108,8 @@ def plan_execution(model, steps_per_epoch=None, epochs=1, batch_size=None, callb
 
 def _plan_jit(model, steps_per_epoch, epochs, batch_size):
     if _device_has_accelerator():
-        return bool(model._resolve_auto_jit_compile()), "Keras's rule on an accelerator"
-    if model._distribute_strategy is not None:
+        return keras_api.resolve_auto_jit_compile(model), "Keras's rule on an accelerator"
+    if keras_api.distribute_strategy(model) is not None:
         return False, "XLA stays off under a tf.distribute strategy (as in Keras)"
     if _has_conv(model):
         return False, "convolutions run faster without XLA on CPU"
@@ -198,8 +200,8 @@ class AutoExecution:
                         steps_per_execution=1 if self._auto_spe else steps_per_execution,
                         **kwargs)
         # A saved model reloads with "auto" and plans again.
-        self._compile_config.config.update(jit_compile=jit_compile,
-                                           steps_per_execution=steps_per_execution)
+        keras_api.set_compile_config(self, jit_compile=jit_compile,
+                                     steps_per_execution=steps_per_execution)
 
     def compile_from_config(self, config):
         # Keras skips models with their own compile(); ours takes the same arguments.
@@ -253,11 +255,8 @@ class AutoExecution:
     def _graph_function(self, make, force):
         if not self._auto_xla_chosen:
             return make(force)
-        saved, self._jit_compile = self._jit_compile, False
-        try:
+        with keras_api.graph_mode(self):
             return make(force)
-        finally:
-            self._jit_compile = saved
 
     def make_test_function(self, force=False):
         return self._graph_function(super().make_test_function, force)
