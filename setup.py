@@ -20,7 +20,7 @@ _EXTRAS = {
 }
 _EXTRAS["test"] = sorted(
     set(sum(_EXTRAS.values(), []))
-    | {"pytest>=8", "scipy>=1.11", "hypothesis>=6.100"}
+    | {"pytest>=8", "scipy>=1.11", "hypothesis>=6.100", "ruff>=0.6"}
 )
 _EXTRAS["all"] = _EXTRAS["test"]
 

@@ -104,7 +104,8 @@ def main(argv=None):
         vae = throughput._kv_mlp(50, "elbo", 1, False, 1)
         x_eval = kv.data.binarize_static(x_test[:n], seed=1)
         result = loglik.loglik_benchmark(vae, x_eval, num_samples=args.loglik_k, log=log)
-        emit("loglik", f"Log-likelihood evaluation (K={args.loglik_k})", report.loglik_table(result))
+        emit("loglik", f"Log-likelihood evaluation (K={args.loglik_k})",
+             report.loglik_table(result))
     if "export" in suites:
         from benchmarks import export_perf, quality
         log("training a model to export (1 pass) ...")
@@ -119,7 +120,8 @@ def main(argv=None):
                                          eval_k=args.eval_k, schedule=args.schedule,
                                          save_dir=args.save_dir, load_dir=args.load_dir,
                                          log=log)
-        emit("quality", "Quality on dynamically binarized Fashion-MNIST", report.quality_table(rows))
+        emit("quality", "Quality on dynamically binarized Fashion-MNIST",
+             report.quality_table(rows))
 
     env["load_average"] = timing.environment()["load_average"]
     minutes = (time.perf_counter() - started) / 60

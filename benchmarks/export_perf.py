@@ -101,7 +101,7 @@ def export_benchmark(vae, x_train, batch_sizes=(1, 256), rounds=5, calls=20, log
         for b in batch_sizes:
             log(f"  latency at batch {b} ...")
             per_call = {name: [] for name in contestants}
-            for name, (fn, _, _) in contestants.items():
+            for fn, _, _ in contestants.values():
                 fn(z[b])  # warm (tracing, allocation)
 
             def timer(name, fn, b=b):

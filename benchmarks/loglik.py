@@ -50,7 +50,8 @@ def loglik_benchmark(model, x, num_samples=5000, batch_size=100, log=print):
                                           estimators.sample_width(model, 784))
     rows = chunk * min(batch_size, n)
     ceiling = timing.matmul_ceiling((rows,), k=hidden[-1], n=784, seconds=1.0)[rows]
-    log(f"  log-likelihood K={num_samples} N={n} (chunk {chunk}, ceiling {ceiling:.0f} GFLOP/s) ...")
+    log(f"  log-likelihood K={num_samples} N={n} (chunk {chunk}, "
+        f"ceiling {ceiling:.0f} GFLOP/s) ...")
     timing.reset_peak_rss()
     before = timing.rss()
     kv.log_likelihood(model, x[:batch_size], num_samples=num_samples, batch_size=batch_size)

@@ -132,7 +132,8 @@ def write_sections(path, sections):
             text = f.read()
     for name, body in sections.items():
         block = f"<!-- begin: {name} -->\n{body.strip()}\n<!-- end: {name} -->"
-        pattern = re.compile(rf"<!-- begin: {re.escape(name)} -->.*?<!-- end: {re.escape(name)} -->",
+        pattern = re.compile(rf"<!-- begin: {re.escape(name)} -->.*?"
+                             rf"<!-- end: {re.escape(name)} -->",
                              re.S)
         if pattern.search(text):
             text = pattern.sub(lambda _: block, text)

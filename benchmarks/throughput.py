@@ -166,7 +166,8 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
             "final_loss": losses.get(name),
             "plan": getattr(models[name], "execution_plan", None),
         })
-    del models, runners  # free the cell's models, datasets and iterators before the next
+    models.clear()  # free the cell's models, datasets and iterators before the next
+    runners.clear()
     gc.collect()
     return rows
 
