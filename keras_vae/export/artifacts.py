@@ -33,12 +33,12 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import signatures
+from keras_vae.export import lite as tflite_lib
+from keras_vae.export import signatures
+from keras_vae.export.parity import (TOLERANCES, parity_report, run_saved_model_cli,
+                                     run_session_loader)
+from keras_vae.export.signatures import read_signatures
 from keras_vae.files import atomic_write
-from keras_vae import tflite as tflite_lib
-from keras_vae.parity import (TOLERANCES, parity_report, run_saved_model_cli,
-                              run_session_loader)
-from keras_vae.signatures import read_signatures
 
 __all__ = [
     "saved_model",
@@ -201,12 +201,12 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
 
     Files: `decoder_<variant>.tflite` (signature `decode`) for each variant,
     plus `decoder_int8_full.tflite` when `representative_data` is given, and
-    `sampler.tflite` (signatures `sample`, `decode`). See `keras_vae.tflite`.
+    `sampler.tflite` (signatures `sample`, `decode`). See `keras_vae.export.lite`.
 
     Args:
       model: a trained VAE.
       out_dir: directory (created if needed).
-      variants: names from `keras_vae.tflite.VARIANTS` or a comma-separated string.
+      variants: names from `keras_vae.export.lite.VARIANTS` or a comma-separated string.
       representative_data: training images `[N] + data_shape` for full int8.
       sampler: also write `sampler.tflite`.
       overwrite: replace existing files (each is written to a temporary file

@@ -26,9 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.export import lite as tflite_lib
+from keras_vae.export import signatures
 from keras_vae.files import atomic_write
-from keras_vae import signatures
-from keras_vae import tflite as tflite_lib
 from keras_vae.validation import check_data
 
 __all__ = ["parity_report", "max_abs_diff", "run_session_loader", "run_saved_model_cli",

@@ -9,7 +9,7 @@ stateless and TFP sampling ops would need Flex delegates, which
 `ai_edge_litert.interpreter.Interpreter` (`tf.lite.Interpreter` is deprecated).
 
 Variants of the decoder (signature `decode`: `z float32 [None, latent_dim]` ->
-the likelihood's parameters and `x_mean`, as in `keras_vae.signatures`):
+the likelihood's parameters and `x_mean`, as in `keras_vae.export.signatures`):
 
 | variant     | weights | activations | needs                    |
 | ----------- | ------- | ----------- | ------------------------ |
@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
-from keras_vae import signatures
+from keras_vae.export import signatures
 from keras_vae.validation import check_data
 
 __all__ = [
@@ -205,7 +205,7 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
     Every flatbuffer is run once on a few latents before it is returned.
 
     Args:
-      model: a trained VAE (see `keras_vae.signatures.check_model`).
+      model: a trained VAE (see `keras_vae.export.signatures.check_model`).
       variants: names from `VARIANTS` (or a comma-separated string).
         "int8_full" is added automatically when `representative_data` is given
         and "int8" is requested; if that added variant does not run on the
