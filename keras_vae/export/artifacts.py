@@ -222,9 +222,9 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
         written).
     """
     signatures.check_model(model, allow_untrained)
-    variants = tflite_lib._check_variants(variants, representative_data)
+    variants = tflite_lib.check_variants(variants, representative_data)
     has_prior = signatures.prior_of(model) is not None
-    planned = list(variants) + (["int8_full"] if tflite_lib._auto_full(
+    planned = list(variants) + (["int8_full"] if tflite_lib.auto_int8_full(
         variants, representative_data) else []) + (["sampler"] if sampler and has_prior else [])
     out_dir = os.path.abspath(os.fspath(out_dir))
     paths = {v: os.path.join(out_dir, name) for v, name in _tflite_names(planned).items()}
@@ -277,11 +277,11 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
     out_dir = os.path.abspath(os.fspath(out_dir))
     sm_dir = os.path.join(out_dir, "saved_model")
     version = _version(version)
-    variants = tflite_lib._check_variants(tflite_variants, representative_data)
+    variants = tflite_lib.check_variants(tflite_variants, representative_data)
     if representative_data is not None:
         tflite_lib.representative_latents(model, representative_data, max_examples=1)
     has_prior = signatures.prior_of(model) is not None
-    planned = list(variants) + (["int8_full"] if tflite_lib._auto_full(
+    planned = list(variants) + (["int8_full"] if tflite_lib.auto_int8_full(
         variants, representative_data) else []) + (["sampler"] if variants and has_prior else [])
     targets = [os.path.join(sm_dir, str(version)), os.path.join(out_dir, "parity.json"),
                os.path.join(out_dir, "parity.md")]

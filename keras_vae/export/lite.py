@@ -37,6 +37,9 @@ from keras_vae.validation import check_data
 
 __all__ = [
     "VARIANTS",
+    "INT8_FULL_TOLERANCE",
+    "check_variants",
+    "auto_int8_full",
     "representative_latents",
     "probe_latents",
     "float32_model",
@@ -154,7 +157,20 @@ def _converter(source_dir, keys, variant, latents):
     return converter
 
 
-def _check_variants(variants, representative_data):
+def check_variants(variants, representative_data):
+    """Validates decoder variant names; returns them as a tuple.
+
+    Args:
+      variants: names from `VARIANTS`, or one comma-separated string
+        ("float32,int8"); may be empty (no decoder files).
+      representative_data: the calibration data, or None ("int8_full" needs it).
+
+    Returns:
+      tuple of distinct variant names, in the given order.
+
+    Raises:
+      ValueError: an unknown or repeated name, or "int8_full" without data.
+    """
     if isinstance(variants, str):
         variants = tuple(v.strip() for v in variants.split(",") if v.strip())
     variants = tuple(variants)
@@ -173,8 +189,12 @@ def _check_variants(variants, representative_data):
     return variants
 
 
-def _auto_full(variants, representative_data):
-    """True if "int8_full" is added implicitly (data given, "int8" asked, "int8_full" not)."""
+def auto_int8_full(variants, representative_data):
+    """True if `convert` adds "int8_full" implicitly: data given, "int8" asked, "int8_full" not.
+
+    The added variant is still left out (with a warning) if it does not run or
+    misses `INT8_FULL_TOLERANCE`; see `convert`.
+    """
     return (representative_data is not None and "int8" in variants
             and "int8_full" not in variants)
 
@@ -227,15 +247,15 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
         shape, a requested variant that does not run, or a prior the sampler
         cannot draw from with builtin ops.
     """
-    variants = _check_variants(variants, representative_data)
-    auto_full = _auto_full(variants, representative_data)
+    variants = check_variants(variants, representative_data)
+    auto_full = auto_int8_full(variants, representative_data)
     variants += ("int8_full",) if auto_full else ()
     latents = None
     if "int8_full" in variants:
         latents = representative_latents(model, representative_data)
     sampler = bool(sampler) and signatures.prior_of(model) is not None
     if sampler:  # fail before converting anything if the prior is unsupported
-        signatures._prior_from_noise(model.prior.distribution(), tf.constant(1),
+        signatures.prior_from_noise(model.prior.distribution(), tf.constant(1),
                                      model.latent_dim)
     probe = {"z": probe_latents(model, 8)}
     out = {}

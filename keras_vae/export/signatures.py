@@ -37,6 +37,7 @@ __all__ = [
     "reconstruct_outputs",
     "sample_outputs",
     "random_sample_outputs",
+    "prior_from_noise",
     "signature_specs",
     "build_archive",
     "check_parts",
@@ -169,16 +170,29 @@ def sample_outputs(model, n, seed):
     return _as_float32({"z": z, "x_mean": model.decoder(z, training=False).mean()})
 
 
-def _prior_from_noise(prior, n, latent_dim):
+def prior_from_noise(prior, n, latent_dim):
     """z ~ p(z) from TFLite builtin random ops (RANDOM_STANDARD_NORMAL / RANDOM_UNIFORM).
 
     Stateless and TFP samplers need Flex delegates, which ai-edge-litert lacks.
+    `keras_vae.export.lite.convert` calls it once eagerly to refuse an
+    unsupported prior before converting anything.
 
     ```none
     Independent(Normal(m, s)):  z = m + s * eps,                     eps ~ N(0, I)
     mixture of those:           k = argmax_j (w_j + g_j),  g Gumbel (= -log(-log u))
                                 z = m_k + s_k * eps
     ```
+
+    Args:
+      prior: the prior's distribution (`model.prior.distribution()`).
+      n: int32 scalar tensor, the number of draws.
+      latent_dim: int, the latent size.
+
+    Returns:
+      float32 tensor `[n, latent_dim]` (fresh noise on every call).
+
+    Raises:
+      ValueError: the prior is neither a diagonal Gaussian nor a mixture of them.
     """
     eps = tf.random.normal(tf.stack([n, latent_dim]))
     if isinstance(prior, tfd.Independent) and isinstance(prior.distribution, tfd.Normal):
@@ -204,7 +218,7 @@ def _prior_from_noise(prior, n, latent_dim):
 
 def random_sample_outputs(model, n):
     """TFLite `sample` signature: `n` int32 scalar -> `z`, `x_mean` (fresh noise per call)."""
-    z = _prior_from_noise(model.prior.distribution(), n, model.latent_dim)
+    z = prior_from_noise(model.prior.distribution(), n, model.latent_dim)
     return _as_float32({"z": z, "x_mean": model.decoder(z, training=False).mean()})
 
 
