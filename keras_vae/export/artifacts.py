@@ -33,6 +33,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from keras_vae import validation
 from keras_vae.export import lite as tflite_lib
 from keras_vae.export import signatures
 from keras_vae.export.parity import (TOLERANCES, parity_report, run_saved_model_cli,
@@ -53,15 +54,6 @@ __all__ = [
 ]
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-
-
-def _version(version):
-    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
-        raise ValueError(
-            "`version` must be a positive integer (TF Serving reads numeric version "
-            f"directories). Received: version={version!r}"
-        )
-    return int(version)
 
 
 def _check_siblings(base_dir, version, model, allow_interface_change):
@@ -144,7 +136,8 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
 
     Raises:
       TypeError / ValueError: not a VAE, unbuilt or untrained model, bad
-        `parts`/`version`, latent size mismatch with other versions.
+        `parts`/`version`, a flag that is not a bool, latent size mismatch
+        with other versions.
       FileExistsError: the version directory exists and `overwrite=False`.
         Nothing on disk is changed when any of these is raised.
 
@@ -155,7 +148,11 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
     """
     signatures.check_model(model, allow_untrained)
     parts = signatures.check_parts(parts)
-    version = _version(version)
+    version = validation.positive_int("version", version)  # TF Serving's numeric directory
+    overwrite = validation.boolean("overwrite", overwrite)
+    warmup = validation.boolean("warmup", warmup)
+    allow_interface_change = validation.boolean("allow_interface_change",
+                                                allow_interface_change)
     base_dir = os.path.abspath(os.fspath(base_dir))
     if os.path.exists(base_dir) and not os.path.isdir(base_dir):
         raise ValueError(f"`base_dir` must be a directory. Received: base_dir={base_dir!r}")
@@ -223,6 +220,8 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
     """
     signatures.check_model(model, allow_untrained)
     variants = tflite_lib.check_variants(variants, representative_data)
+    sampler = validation.boolean("sampler", sampler)
+    overwrite = validation.boolean("overwrite", overwrite)
     has_prior = signatures.prior_of(model) is not None
     planned = list(variants) + (["int8_full"] if tflite_lib.auto_int8_full(
         variants, representative_data) else []) + (["sampler"] if sampler and has_prior else [])
@@ -276,7 +275,10 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
     signatures.check_model(model, allow_untrained)
     out_dir = os.path.abspath(os.fspath(out_dir))
     sm_dir = os.path.join(out_dir, "saved_model")
-    version = _version(version)
+    version = validation.positive_int("version", version)
+    overwrite = validation.boolean("overwrite", overwrite)
+    saved_model_cli = validation.boolean("saved_model_cli", saved_model_cli)
+    latency_repeats = validation.positive_int("latency_repeats", latency_repeats)
     variants = tflite_lib.check_variants(tflite_variants, representative_data)
     if representative_data is not None:
         tflite_lib.representative_latents(model, representative_data, max_examples=1)

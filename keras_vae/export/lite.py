@@ -32,8 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
+from keras_vae import validation
 from keras_vae.export import signatures
-from keras_vae.validation import check_data
 
 __all__ = [
     "VARIANTS",
@@ -67,14 +67,18 @@ def representative_latents(model, data, max_examples=500, seed=0):
       model: the VAE.
       data: float array `[N] + data_shape` or `[N, latent_dim]`.
       max_examples: at most this many rows of `data` are used.
-      seed: int, seeds the posterior and prior draws.
+      seed: non-negative int, seeds the posterior and prior draws (folded
+        into int32 range).
 
     Returns:
       float32 numpy array `[M, latent_dim]`.
 
     Raises:
-      ValueError: `data` has neither the data shape nor the latent size.
+      ValueError: `data` has neither the data shape nor the latent size, or
+        bad `max_examples`/`seed` (TypeError for non-integers).
     """
+    max_examples = validation.positive_int("max_examples", max_examples)
+    seed = validation.seed32(seed)
     arr = np.asarray(data)
     if arr.ndim == 2 and arr.shape[1:] == (model.latent_dim,) and \
             tuple(model.data_shape) != (model.latent_dim,):
@@ -85,9 +89,9 @@ def representative_latents(model, data, max_examples=500, seed=0):
             f"shape (N,) + {tuple(model.data_shape)} or latents of shape (N, "
             f"{model.latent_dim}). Received: representative_data.shape={arr.shape}"
         )
-    check_data(arr, model.data_shape, model.decoder.head, name="representative_data")
+    validation.check_data(arr, model.data_shape, model.decoder.head, name="representative_data")
     x = tf.constant(arr[:max_examples], tf.float32)
-    seeds = tf.random.split(tf.constant([int(seed), 11], tf.int32), 2)
+    seeds = tf.random.split(tf.constant([seed, 11], tf.int32), 2)
     q = model.encoder(x, training=False)
     parts = [dists.reparameterized_sample(q, 1, seeds[0])[0].numpy()]
     if signatures.prior_of(model) is not None:
@@ -101,6 +105,7 @@ def probe_latents(model, n, seed=(0, 5), data=None):
     Prior draws; for a model without a prior (an Autoencoder) the codes
     `E[q(z|x)]` of the rows of `data` (repeated up to `n`) if given, else N(0, I).
     """
+    n = validation.positive_int("n", n)
     seed = tf.constant(seed, tf.int32)
     if signatures.prior_of(model) is not None:
         z = model.prior.distribution().sample(n, seed=seed)
@@ -253,7 +258,7 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
     latents = None
     if "int8_full" in variants:
         latents = representative_latents(model, representative_data)
-    sampler = bool(sampler) and signatures.prior_of(model) is not None
+    sampler = validation.boolean("sampler", sampler) and signatures.prior_of(model) is not None
     if sampler:  # fail before converting anything if the prior is unsupported
         signatures.prior_from_noise(model.prior.distribution(), tf.constant(1),
                                      model.latent_dim)

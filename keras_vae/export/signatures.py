@@ -25,6 +25,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_vae import validation
+
 tfd = tfp.distributions
 
 __all__ = [
@@ -58,10 +60,11 @@ def check_model(model, allow_untrained=False):
       allow_untrained: accept a model whose optimizer has never stepped.
 
     Raises:
-      TypeError: `model` is not a VAE.
+      TypeError: `model` is not a VAE, or `allow_untrained` is not a bool.
       ValueError: unbuilt model, untrained model, or encoder/decoder/prior
         built for different latent sizes.
     """
+    allow_untrained = validation.boolean("allow_untrained", allow_untrained)
     needed = ("encoder", "decoder", "latent_dim", "data_shape")
     if not isinstance(model, keras.Model) or not all(hasattr(model, a) for a in needed):
         raise TypeError(
@@ -242,6 +245,7 @@ def signature_specs(model, parts=PARTS, sampler="stateless"):
       `tf.TensorSpec` with the input names).
     """
     parts = check_parts(parts)
+    sampler = validation.choice("sampler", sampler, ("stateless", "random", None))
     z_spec = _spec([None, model.latent_dim], tf.float32, "z")
     x_spec = _spec([None, *model.data_shape], tf.float32, "x")
     specs = {}
