@@ -1,4 +1,11 @@
-"""Deployment: SavedModel in TF Serving's layout, TFLite files, and a parity report.
+"""Writing exports to disk: `saved_model`, `tflite` and `export_all` (as `kv.export.*`).
+
+This module holds the file side of export: TF Serving's version layout,
+warm-up records, refusing to overwrite, atomic renames. What is exported
+comes from `keras_vae.export.signatures`, the TFLite flatbuffers from
+`keras_vae.export.lite`, the report from `keras_vae.export.parity`.
+(It is not called `saved_model.py`/`tflite.py` so that the submodules do not
+shadow the functions `kv.export.saved_model` and `kv.export.tflite`.)
 
 ```none
 <out_dir>/saved_model/<version>/            kv.export.saved_model (TF Serving layout)

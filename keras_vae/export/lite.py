@@ -1,4 +1,7 @@
-"""TFLite conversion of a VAE's decoder and prior sampler, and running .tflite files.
+"""TFLite conversion of a VAE's decoder and prior sampler (in memory), and running .tflite files.
+
+Writing the files is `kv.export.tflite` (`keras_vae.export.artifacts`); this
+module is named `lite` so that it does not shadow that function.
 
 Conversion goes through a SavedModel written by `keras.export.ExportArchive`
 (converting concrete functions of a module holding Keras 3 layers produced NaN
