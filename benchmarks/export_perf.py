@@ -68,7 +68,7 @@ def _contestants(vae, tmp, x_train):
                         _dir_size(version_dir), "SavedModel version dir"),
     }
     for variant, path in tflite_paths.items():
-        runner = kv.tflite.signature_runner(path, "decode")
+        runner = kv.export.lite.signature_runner(path, "decode")
         contestants[f"tflite_{variant}"] = (lambda z, r=runner: r(z=z)["x_mean"],
                                             _dir_size(path), os.path.basename(path))
     return contestants

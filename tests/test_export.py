@@ -15,8 +15,8 @@ import tensorflow as tf
 
 import keras_vae as kv
 from conftest import tree_digest
-from keras_vae import signatures
-from keras_vae import tflite as tl
+from keras_vae.export import lite as tl
+from keras_vae.export import signatures
 
 LATENT = 3
 SHAPE = (8, 8, 1)

@@ -24,7 +24,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import keras_vae as kv
-from keras_vae import tflite as tl
+from keras_vae.export import lite as tl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATENT = 2

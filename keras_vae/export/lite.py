@@ -1,4 +1,7 @@
-"""TFLite conversion of a VAE's decoder and prior sampler, and running .tflite files.
+"""TFLite conversion of a VAE's decoder and prior sampler (in memory), and running .tflite files.
+
+Writing the files is `kv.export.tflite` (`keras_vae.export.artifacts`); this
+module is named `lite` so that it does not shadow that function.
 
 Conversion goes through a SavedModel written by `keras.export.ExportArchive`
 (converting concrete functions of a module holding Keras 3 layers produced NaN
@@ -9,7 +12,7 @@ stateless and TFP sampling ops would need Flex delegates, which
 `ai_edge_litert.interpreter.Interpreter` (`tf.lite.Interpreter` is deprecated).
 
 Variants of the decoder (signature `decode`: `z float32 [None, latent_dim]` ->
-the likelihood's parameters and `x_mean`, as in `keras_vae.signatures`):
+the likelihood's parameters and `x_mean`, as in `keras_vae.export.signatures`):
 
 | variant     | weights | activations | needs                    |
 | ----------- | ------- | ----------- | ------------------------ |
@@ -32,11 +35,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
-from keras_vae import signatures
-from keras_vae.validation import check_data
+from keras_vae import validation
+from keras_vae.export import signatures
 
 __all__ = [
     "VARIANTS",
+    "INT8_FULL_TOLERANCE",
+    "check_variants",
+    "auto_int8_full",
     "representative_latents",
     "probe_latents",
     "float32_model",
@@ -64,14 +70,18 @@ def representative_latents(model, data, max_examples=500, seed=0):
       model: the VAE.
       data: float array `[N] + data_shape` or `[N, latent_dim]`.
       max_examples: at most this many rows of `data` are used.
-      seed: int, seeds the posterior and prior draws.
+      seed: non-negative int, seeds the posterior and prior draws (folded
+        into int32 range).
 
     Returns:
       float32 numpy array `[M, latent_dim]`.
 
     Raises:
-      ValueError: `data` has neither the data shape nor the latent size.
+      ValueError: `data` has neither the data shape nor the latent size, or
+        bad `max_examples`/`seed` (TypeError for non-integers).
     """
+    max_examples = validation.positive_int("max_examples", max_examples)
+    seed = validation.seed32(seed)
     arr = np.asarray(data)
     if arr.ndim == 2 and arr.shape[1:] == (model.latent_dim,) and \
             tuple(model.data_shape) != (model.latent_dim,):
@@ -82,9 +92,9 @@ def representative_latents(model, data, max_examples=500, seed=0):
             f"shape (N,) + {tuple(model.data_shape)} or latents of shape (N, "
             f"{model.latent_dim}). Received: representative_data.shape={arr.shape}"
         )
-    check_data(arr, model.data_shape, model.decoder.head, name="representative_data")
+    validation.check_data(arr, model.data_shape, model.decoder.head, name="representative_data")
     x = tf.constant(arr[:max_examples], tf.float32)
-    seeds = tf.random.split(tf.constant([int(seed), 11], tf.int32), 2)
+    seeds = tf.random.split(tf.constant([seed, 11], tf.int32), 2)
     q = model.encoder(x, training=False)
     parts = [dists.reparameterized_sample(q, 1, seeds[0])[0].numpy()]
     if signatures.prior_of(model) is not None:
@@ -98,6 +108,7 @@ def probe_latents(model, n, seed=(0, 5), data=None):
     Prior draws; for a model without a prior (an Autoencoder) the codes
     `E[q(z|x)]` of the rows of `data` (repeated up to `n`) if given, else N(0, I).
     """
+    n = validation.positive_int("n", n)
     seed = tf.constant(seed, tf.int32)
     if signatures.prior_of(model) is not None:
         z = model.prior.distribution().sample(n, seed=seed)
@@ -154,7 +165,20 @@ def _converter(source_dir, keys, variant, latents):
     return converter
 
 
-def _check_variants(variants, representative_data):
+def check_variants(variants, representative_data):
+    """Validates decoder variant names; returns them as a tuple.
+
+    Args:
+      variants: names from `VARIANTS`, or one comma-separated string
+        ("float32,int8"); may be empty (no decoder files).
+      representative_data: the calibration data, or None ("int8_full" needs it).
+
+    Returns:
+      tuple of distinct variant names, in the given order.
+
+    Raises:
+      ValueError: an unknown or repeated name, or "int8_full" without data.
+    """
     if isinstance(variants, str):
         variants = tuple(v.strip() for v in variants.split(",") if v.strip())
     variants = tuple(variants)
@@ -173,8 +197,12 @@ def _check_variants(variants, representative_data):
     return variants
 
 
-def _auto_full(variants, representative_data):
-    """True if "int8_full" is added implicitly (data given, "int8" asked, "int8_full" not)."""
+def auto_int8_full(variants, representative_data):
+    """True if `convert` adds "int8_full" implicitly: data given, "int8" asked, "int8_full" not.
+
+    The added variant is still left out (with a warning) if it does not run or
+    misses `INT8_FULL_TOLERANCE`; see `convert`.
+    """
     return (representative_data is not None and "int8" in variants
             and "int8_full" not in variants)
 
@@ -205,7 +233,7 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
     Every flatbuffer is run once on a few latents before it is returned.
 
     Args:
-      model: a trained VAE (see `keras_vae.signatures.check_model`).
+      model: a trained VAE (see `keras_vae.export.signatures.check_model`).
       variants: names from `VARIANTS` (or a comma-separated string).
         "int8_full" is added automatically when `representative_data` is given
         and "int8" is requested; if that added variant does not run on the
@@ -227,15 +255,15 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
         shape, a requested variant that does not run, or a prior the sampler
         cannot draw from with builtin ops.
     """
-    variants = _check_variants(variants, representative_data)
-    auto_full = _auto_full(variants, representative_data)
+    variants = check_variants(variants, representative_data)
+    auto_full = auto_int8_full(variants, representative_data)
     variants += ("int8_full",) if auto_full else ()
     latents = None
     if "int8_full" in variants:
         latents = representative_latents(model, representative_data)
-    sampler = bool(sampler) and signatures.prior_of(model) is not None
+    sampler = validation.boolean("sampler", sampler) and signatures.prior_of(model) is not None
     if sampler:  # fail before converting anything if the prior is unsupported
-        signatures._prior_from_noise(model.prior.distribution(), tf.constant(1),
+        signatures.prior_from_noise(model.prior.distribution(), tf.constant(1),
                                      model.latent_dim)
     probe = {"z": probe_latents(model, 8)}
     out = {}

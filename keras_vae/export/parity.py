@@ -26,10 +26,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vae import validation
+from keras_vae.export import lite as tflite_lib
+from keras_vae.export import signatures
 from keras_vae.files import atomic_write
-from keras_vae import signatures
-from keras_vae import tflite as tflite_lib
-from keras_vae.validation import check_data
 
 __all__ = ["parity_report", "max_abs_diff", "run_session_loader", "run_saved_model_cli",
            "TOLERANCES"]
@@ -126,7 +126,7 @@ def _latency_ms(fn, sizes, repeats):
     for b in sizes:
         fn(b)
         times = []
-        for _ in range(max(1, int(repeats))):
+        for _ in range(repeats):
             start = time.perf_counter()
             fn(b)
             times.append(time.perf_counter() - start)
@@ -273,11 +273,18 @@ def parity_report(model, out_dir, saved_model_dir=None, tflite_paths=None, data=
       dict with "model", "batch", "artifacts" (name -> path, size_bytes,
       max_abs_diff per output, tolerance, within_tolerance, latency_ms) and
       "versions"; the same content as parity.json.
+
+    Raises:
+      TypeError / ValueError: not a VAE, `data` of the wrong shape or outside
+        the likelihood's support, `batch_size`/`latency_repeats` not a
+        positive int, `saved_model_cli` not a bool.
     """
     signatures.check_model(model, allow_untrained=True)
-    batch_size = int(batch_size)
+    batch_size = validation.batch_size(batch_size)
+    latency_repeats = validation.positive_int("latency_repeats", latency_repeats)
+    saved_model_cli = validation.boolean("saved_model_cli", saved_model_cli)
     if data is not None:
-        check_data(data, model.data_shape, model.decoder.head, name="data")
+        validation.check_data(data, model.data_shape, model.decoder.head, name="data")
     z = tflite_lib.probe_latents(model, batch_size, seed=(0, 3), data=data)
     ref = {"decode": _numpy(signatures.decode_outputs(model, z))}
     if data is not None:

@@ -25,6 +25,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_vae import validation
+
 tfd = tfp.distributions
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "reconstruct_outputs",
     "sample_outputs",
     "random_sample_outputs",
+    "prior_from_noise",
     "signature_specs",
     "build_archive",
     "check_parts",
@@ -57,10 +60,11 @@ def check_model(model, allow_untrained=False):
       allow_untrained: accept a model whose optimizer has never stepped.
 
     Raises:
-      TypeError: `model` is not a VAE.
+      TypeError: `model` is not a VAE, or `allow_untrained` is not a bool.
       ValueError: unbuilt model, untrained model, or encoder/decoder/prior
         built for different latent sizes.
     """
+    allow_untrained = validation.boolean("allow_untrained", allow_untrained)
     needed = ("encoder", "decoder", "latent_dim", "data_shape")
     if not isinstance(model, keras.Model) or not all(hasattr(model, a) for a in needed):
         raise TypeError(
@@ -169,16 +173,29 @@ def sample_outputs(model, n, seed):
     return _as_float32({"z": z, "x_mean": model.decoder(z, training=False).mean()})
 
 
-def _prior_from_noise(prior, n, latent_dim):
+def prior_from_noise(prior, n, latent_dim):
     """z ~ p(z) from TFLite builtin random ops (RANDOM_STANDARD_NORMAL / RANDOM_UNIFORM).
 
     Stateless and TFP samplers need Flex delegates, which ai-edge-litert lacks.
+    `keras_vae.export.lite.convert` calls it once eagerly to refuse an
+    unsupported prior before converting anything.
 
     ```none
     Independent(Normal(m, s)):  z = m + s * eps,                     eps ~ N(0, I)
     mixture of those:           k = argmax_j (w_j + g_j),  g Gumbel (= -log(-log u))
                                 z = m_k + s_k * eps
     ```
+
+    Args:
+      prior: the prior's distribution (`model.prior.distribution()`).
+      n: int32 scalar tensor, the number of draws.
+      latent_dim: int, the latent size.
+
+    Returns:
+      float32 tensor `[n, latent_dim]` (fresh noise on every call).
+
+    Raises:
+      ValueError: the prior is neither a diagonal Gaussian nor a mixture of them.
     """
     eps = tf.random.normal(tf.stack([n, latent_dim]))
     if isinstance(prior, tfd.Independent) and isinstance(prior.distribution, tfd.Normal):
@@ -204,7 +221,7 @@ def _prior_from_noise(prior, n, latent_dim):
 
 def random_sample_outputs(model, n):
     """TFLite `sample` signature: `n` int32 scalar -> `z`, `x_mean` (fresh noise per call)."""
-    z = _prior_from_noise(model.prior.distribution(), n, model.latent_dim)
+    z = prior_from_noise(model.prior.distribution(), n, model.latent_dim)
     return _as_float32({"z": z, "x_mean": model.decoder(z, training=False).mean()})
 
 
@@ -228,6 +245,7 @@ def signature_specs(model, parts=PARTS, sampler="stateless"):
       `tf.TensorSpec` with the input names).
     """
     parts = check_parts(parts)
+    sampler = validation.choice("sampler", sampler, ("stateless", "random", None))
     z_spec = _spec([None, model.latent_dim], tf.float32, "z")
     x_spec = _spec([None, *model.data_shape], tf.float32, "x")
     specs = {}

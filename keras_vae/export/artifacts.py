@@ -1,4 +1,11 @@
-"""Deployment: SavedModel in TF Serving's layout, TFLite files, and a parity report.
+"""Writing exports to disk: `saved_model`, `tflite` and `export_all` (as `kv.export.*`).
+
+This module holds the file side of export: TF Serving's version layout,
+warm-up records, refusing to overwrite, atomic renames. What is exported
+comes from `keras_vae.export.signatures`, the TFLite flatbuffers from
+`keras_vae.export.lite`, the report from `keras_vae.export.parity`.
+(It is not called `saved_model.py`/`tflite.py` so that the submodules do not
+shadow the functions `kv.export.saved_model` and `kv.export.tflite`.)
 
 ```none
 <out_dir>/saved_model/<version>/            kv.export.saved_model (TF Serving layout)
@@ -33,12 +40,13 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import signatures
+from keras_vae import validation
+from keras_vae.export import lite as tflite_lib
+from keras_vae.export import signatures
+from keras_vae.export.parity import (TOLERANCES, parity_report, run_saved_model_cli,
+                                     run_session_loader)
+from keras_vae.export.signatures import read_signatures
 from keras_vae.files import atomic_write
-from keras_vae import tflite as tflite_lib
-from keras_vae.parity import (TOLERANCES, parity_report, run_saved_model_cli,
-                              run_session_loader)
-from keras_vae.signatures import read_signatures
 
 __all__ = [
     "saved_model",
@@ -53,15 +61,6 @@ __all__ = [
 ]
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-
-
-def _version(version):
-    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
-        raise ValueError(
-            "`version` must be a positive integer (TF Serving reads numeric version "
-            f"directories). Received: version={version!r}"
-        )
-    return int(version)
 
 
 def _check_siblings(base_dir, version, model, allow_interface_change):
@@ -144,7 +143,8 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
 
     Raises:
       TypeError / ValueError: not a VAE, unbuilt or untrained model, bad
-        `parts`/`version`, latent size mismatch with other versions.
+        `parts`/`version`, a flag that is not a bool, latent size mismatch
+        with other versions.
       FileExistsError: the version directory exists and `overwrite=False`.
         Nothing on disk is changed when any of these is raised.
 
@@ -155,7 +155,11 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
     """
     signatures.check_model(model, allow_untrained)
     parts = signatures.check_parts(parts)
-    version = _version(version)
+    version = validation.positive_int("version", version)  # TF Serving's numeric directory
+    overwrite = validation.boolean("overwrite", overwrite)
+    warmup = validation.boolean("warmup", warmup)
+    allow_interface_change = validation.boolean("allow_interface_change",
+                                                allow_interface_change)
     base_dir = os.path.abspath(os.fspath(base_dir))
     if os.path.exists(base_dir) and not os.path.isdir(base_dir):
         raise ValueError(f"`base_dir` must be a directory. Received: base_dir={base_dir!r}")
@@ -201,12 +205,12 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
 
     Files: `decoder_<variant>.tflite` (signature `decode`) for each variant,
     plus `decoder_int8_full.tflite` when `representative_data` is given, and
-    `sampler.tflite` (signatures `sample`, `decode`). See `keras_vae.tflite`.
+    `sampler.tflite` (signatures `sample`, `decode`). See `keras_vae.export.lite`.
 
     Args:
       model: a trained VAE.
       out_dir: directory (created if needed).
-      variants: names from `keras_vae.tflite.VARIANTS` or a comma-separated string.
+      variants: names from `keras_vae.export.lite.VARIANTS` or a comma-separated string.
       representative_data: training images `[N] + data_shape` for full int8.
       sampler: also write `sampler.tflite`.
       overwrite: replace existing files (each is written to a temporary file
@@ -222,9 +226,11 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
         written).
     """
     signatures.check_model(model, allow_untrained)
-    variants = tflite_lib._check_variants(variants, representative_data)
+    variants = tflite_lib.check_variants(variants, representative_data)
+    sampler = validation.boolean("sampler", sampler)
+    overwrite = validation.boolean("overwrite", overwrite)
     has_prior = signatures.prior_of(model) is not None
-    planned = list(variants) + (["int8_full"] if tflite_lib._auto_full(
+    planned = list(variants) + (["int8_full"] if tflite_lib.auto_int8_full(
         variants, representative_data) else []) + (["sampler"] if sampler and has_prior else [])
     out_dir = os.path.abspath(os.fspath(out_dir))
     paths = {v: os.path.join(out_dir, name) for v, name in _tflite_names(planned).items()}
@@ -276,12 +282,15 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
     signatures.check_model(model, allow_untrained)
     out_dir = os.path.abspath(os.fspath(out_dir))
     sm_dir = os.path.join(out_dir, "saved_model")
-    version = _version(version)
-    variants = tflite_lib._check_variants(tflite_variants, representative_data)
+    version = validation.positive_int("version", version)
+    overwrite = validation.boolean("overwrite", overwrite)
+    saved_model_cli = validation.boolean("saved_model_cli", saved_model_cli)
+    latency_repeats = validation.positive_int("latency_repeats", latency_repeats)
+    variants = tflite_lib.check_variants(tflite_variants, representative_data)
     if representative_data is not None:
         tflite_lib.representative_latents(model, representative_data, max_examples=1)
     has_prior = signatures.prior_of(model) is not None
-    planned = list(variants) + (["int8_full"] if tflite_lib._auto_full(
+    planned = list(variants) + (["int8_full"] if tflite_lib.auto_int8_full(
         variants, representative_data) else []) + (["sampler"] if variants and has_prior else [])
     targets = [os.path.join(sm_dir, str(version)), os.path.join(out_dir, "parity.json"),
                os.path.join(out_dir, "parity.md")]

@@ -1,0 +1,29 @@
+"""Deployment of a trained model: `kv.export.saved_model`, `kv.export.tflite`, `kv.export.export_all`.
+
+This file only gathers the public API; the code lives in the submodules:
+
+```none
+artifacts.py    saved_model(), tflite(), export_all(): write artifacts to disk
+                (TF Serving layout, warm-up records, atomic writes, refusals)
+signatures.py   tensor-only serving functions shared by SavedModel and TFLite
+lite.py         TFLite conversion of the decoder and sampler; running .tflite files
+parity.py       parity report: max |diff| against Keras, sizes, latency
+```
+"""
+
+from keras_vae.export.artifacts import WARMUP_FILE, export_all, saved_model, tflite
+from keras_vae.export.parity import (TOLERANCES, parity_report, run_saved_model_cli,
+                                     run_session_loader)
+from keras_vae.export.signatures import read_signatures
+
+__all__ = [
+    "saved_model",
+    "tflite",
+    "export_all",
+    "parity_report",
+    "read_signatures",
+    "run_saved_model_cli",
+    "run_session_loader",
+    "WARMUP_FILE",
+    "TOLERANCES",
+]
