@@ -69,8 +69,8 @@ def _corruptions():
 
 
 def _tflite_variants():
-    from keras_vae import tflite
-    return tuple(tflite.VARIANTS)
+    from keras_vae.export import lite
+    return tuple(lite.VARIANTS)
 
 
 @dataclasses.dataclass(frozen=True)

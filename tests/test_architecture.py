@@ -276,25 +276,8 @@ def test_no_import_cycle_through_the_package_top_level(scanned):
     assert not cycles, "import cycles in keras_vae:\n" + _format(cycles)
 
 
-# Files of the export work (export.py, signatures.py, tflite.py, parity.py, becoming the
-# subpackage keras_vae/export/), which is in progress elsewhere: checked on their own.
-_EXPORT_FILES = ("keras_vae/export.py", "keras_vae/signatures.py", "keras_vae/tflite.py",
-                 "keras_vae/parity.py", "export/")
-
-
-def _in_export(use):
-    return use.startswith(_EXPORT_FILES)
-
-
 def test_no_private_name_used_across_modules(scanned):
-    uses = [u for u in private_uses(scanned) if not _in_export(u)]
-    assert not uses, "private names used across modules:\n" + "\n".join(uses)
-
-
-@pytest.mark.xfail(strict=True, reason="export.py and tflite.py use private names of "
-                   "tflite.py and signatures.py (the export subpackage work)")
-def test_no_private_name_used_across_the_export_modules(scanned):
-    uses = [u for u in private_uses(scanned) if _in_export(u)]
+    uses = private_uses(scanned)
     assert not uses, "private names used across modules:\n" + "\n".join(uses)
 
 

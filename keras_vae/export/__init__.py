@@ -1,4 +1,4 @@
-"""Deployment of a trained model: `kv.export.saved_model`, `kv.export.tflite`, `kv.export.export_all`.
+"""Deployment of a trained model: `kv.export.saved_model`, `.tflite` and `.export_all`.
 
 This file only gathers the public API; the code lives in the submodules:
 
@@ -12,8 +12,12 @@ parity.py       parity report: max |diff| against Keras, sizes, latency
 """
 
 from keras_vae.export.artifacts import WARMUP_FILE, export_all, saved_model, tflite
-from keras_vae.export.parity import (TOLERANCES, parity_report, run_saved_model_cli,
-                                     run_session_loader)
+from keras_vae.export.parity import (
+                                     TOLERANCES,
+                                     parity_report,
+                                     run_saved_model_cli,
+                                     run_session_loader,
+)
 from keras_vae.export.signatures import read_signatures
 
 __all__ = [

@@ -43,8 +43,12 @@ import tensorflow as tf
 from keras_vae import validation
 from keras_vae.export import lite as tflite_lib
 from keras_vae.export import signatures
-from keras_vae.export.parity import (TOLERANCES, parity_report, run_saved_model_cli,
-                                     run_session_loader)
+from keras_vae.export.parity import (
+    TOLERANCES,
+    parity_report,
+    run_saved_model_cli,
+    run_session_loader,
+)
 from keras_vae.export.signatures import read_signatures
 from keras_vae.files import atomic_write
 

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
-from keras_vae import validation
+from keras_vae import keras_api, validation
 from keras_vae.export import signatures
 
 __all__ = [
@@ -137,7 +137,8 @@ def float32_model(model):
     compute in float16/bfloat16 is rebuilt from its config with float32
     policies (its variables are float32 already) before conversion.
     """
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model._flatten_layers()):
+    layers = keras_api.flatten_layers(model)
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in layers):
         return model
     clone = keras.saving.deserialize_keras_object(
         _policy_to_float32(keras.saving.serialize_keras_object(model)))
@@ -283,7 +284,7 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
                                      INT8_FULL_TOLERANCE)
                 if problem and variant == "int8_full" and auto_full:
                     warnings.warn(f"Skipping the 'int8_full' TFLite decoder: {problem}",
-                                  stacklevel=2)
+                                  validation.KerasVAEWarning, stacklevel=2)
                     continue
                 if problem:
                     raise ValueError(

@@ -178,7 +178,7 @@ def _saved_model_rows(model, out_dir, version_dir, z, x, ref, sizes, repeats, cl
         out = _numpy(fn(**{k: tf.constant(v) for k, v in inputs.items()}))
         latency = None
         if name == "decode":
-            latency = _latency_ms(lambda b: fn(z=tf.constant(z[:b])), sizes, repeats)
+            latency = _latency_ms(lambda b, fn=fn: fn(z=tf.constant(z[:b])), sizes, repeats)
         rows[f"saved_model/{name}"] = _row(version_dir, out_dir, max_abs_diff(out, expected),
                                            tol, latency, size=size, loader="tf.saved_model.load",
                                            **extra)
@@ -206,7 +206,8 @@ def _tflite_rows(model, out_dir, paths, z, ref, sizes, repeats):
             runner = tflite_lib.signature_runner(path, "sample")
             out = runner(n=np.array(z.shape[0], np.int32))
             diffs = max_abs_diff(out, signatures.decode_outputs(model, out["z"]))
-            latency = _latency_ms(lambda b: runner(n=np.array(b, np.int32)), sizes, repeats)
+            latency = _latency_ms(lambda b, run=runner: run(n=np.array(b, np.int32)), sizes,
+                                  repeats)
             rows["tflite/sampler"] = _row(
                 path, out_dir, diffs, TOLERANCES["sampler"], latency,
                 compared_with="Keras decoder at the sampled z",
@@ -215,7 +216,7 @@ def _tflite_rows(model, out_dir, paths, z, ref, sizes, repeats):
             continue
         runner = tflite_lib.signature_runner(path, "decode")
         out = runner(z=z)
-        latency = _latency_ms(lambda b: runner(z=z[:b]), sizes, repeats)
+        latency = _latency_ms(lambda b, run=runner: run(z=z[:b]), sizes, repeats)
         rows[f"tflite/{variant}"] = _row(path, out_dir, max_abs_diff(out, ref["decode"]),
                                          TOLERANCES.get(variant, 3e-2), latency)
     return rows
@@ -318,7 +319,8 @@ def parity_report(model, out_dir, saved_model_dir=None, tflite_paths=None, data=
                   "prior": None if prior is None else type(prior).__name__,
                   "optimizer_steps": 0 if optimizer is None else int(optimizer.iterations),
                   "compute_dtype": model.decoder.compute_dtype},
-        "batch": {"size": batch_size, "z": "z = prior draws with seed [0, 3]" if prior is not None else (
+        "batch": {"size": batch_size,
+                  "z": "z = prior draws with seed [0, 3]" if prior is not None else (
                       "z = N(0, I) draws, seed [0, 3]" if data is None else
                       "z = codes E[q(z|x)] of the given data"),
                   "x": x_note},
