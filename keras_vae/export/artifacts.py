@@ -67,6 +67,51 @@ __all__ = [
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
+# TF Serving parses version directory names as int64.
+MAX_VERSION = 2 ** 63 - 1
+
+
+def _normal_permissions(top):
+    """Modes as a plain `mkdir`/`open` would give under the umask (mkdtemp/mkstemp give 0700/0600).
+
+    A TF Serving process running as another user must be able to read the export.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(top, 0o777 & ~umask)
+    for root, dirs, files in os.walk(top):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(base_dir):
+    """Removes `.tmp-<version>-<pid>-*` / `.old-...` folders left by a process that died.
+
+    TF Serving ignores them (not numeric), but they hold a model's worth of
+    bytes; folders of a process that is still running are left alone.
+    """
+    for entry in os.listdir(base_dir):
+        if not entry.startswith((".tmp-", ".old-")):
+            continue
+        parts = entry.split("-")
+        if len(parts) < 4 or not parts[2].isdigit():
+            continue  # not ours, or written before the PID was part of the name
+        if not _pid_alive(int(parts[2])):
+            shutil.rmtree(os.path.join(base_dir, entry), ignore_errors=True)
+
+
 def _check_siblings(base_dir, version, model, allow_interface_change):
     """Refuses a version whose latent/data shapes differ from other versions in base_dir."""
     if allow_interface_change or not os.path.isdir(base_dir):
@@ -159,7 +204,7 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
     """
     signatures.check_model(model, allow_untrained)
     parts = signatures.check_parts(parts)
-    version = validation.positive_int("version", version)  # TF Serving's numeric directory
+    version = validation.positive_int("version", version, maximum=MAX_VERSION)
     overwrite = validation.boolean("overwrite", overwrite)
     warmup = validation.boolean("warmup", warmup)
     allow_interface_change = validation.boolean("allow_interface_change",
@@ -177,15 +222,17 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
     if warmup:
         _serving_apis()  # fail before writing anything
     os.makedirs(base_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
+    _remove_stale_temporaries(base_dir)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-{os.getpid()}-", dir=base_dir)
     old = None
     try:
         signatures.build_archive(model, parts).write_out(tmp, verbose=False)
         if warmup:
             _write_warmup(tmp, model, read_signatures(tmp),
                           model_name or os.path.basename(base_dir))
+        _normal_permissions(tmp)
         if os.path.exists(final):
-            old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=base_dir)
+            old = tempfile.mkdtemp(prefix=f".old-{version}-{os.getpid()}-", dir=base_dir)
             os.rename(final, os.path.join(old, "v"))
         os.rename(tmp, final)
     except BaseException:
@@ -286,7 +333,7 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
     signatures.check_model(model, allow_untrained)
     out_dir = os.path.abspath(os.fspath(out_dir))
     sm_dir = os.path.join(out_dir, "saved_model")
-    version = validation.positive_int("version", version)
+    version = validation.positive_int("version", version, maximum=MAX_VERSION)
     overwrite = validation.boolean("overwrite", overwrite)
     saved_model_cli = validation.boolean("saved_model_cli", saved_model_cli)
     latency_repeats = validation.positive_int("latency_repeats", latency_repeats)
