@@ -20,6 +20,11 @@ from keras_vae.export import signatures
 
 LATENT = 3
 SHAPE = (8, 8, 1)
+# Max |diff| against Keras that export/README.md promises, owned here (not by
+# parity.TOLERANCES, which the code under test reports against): loosening the
+# code's table cannot pass a test.
+PROMISED = {"saved_model": 1e-5, "session_loader": 1e-5, "float32": 1e-5, "sampler": 1e-5,
+            "float16": 1e-3, "int8": 3e-2, "int8_full": 1e-1}
 
 
 def _make(latent=LATENT, likelihood="bernoulli", prior=None):
@@ -83,6 +88,11 @@ def test_parity_report_meets_every_tolerance_and_has_sizes_and_latency(exported)
         if name == "keras/decode":
             continue
         assert row["within_tolerance"] is True, (name, row["max_abs_diff"])
+        kind, _, variant = name.partition("/")
+        promised = PROMISED[variant] if kind == "tflite" else PROMISED[kind]
+        assert row["tolerance"] <= promised, (name, row["tolerance"])
+        checked = [v for k, v in row["max_abs_diff"].items() if k != "logits"]
+        assert max(checked) <= promised, (name, row["max_abs_diff"])
         assert row["size_bytes"] > 0
     for name in ("keras/decode", "saved_model/decode", "tflite/float32", "tflite/int8"):
         assert set(arts[name]["latency_ms"]) == {"batch_1", "batch_256"}
@@ -196,9 +206,9 @@ def test_warmup_file_holds_one_valid_predict_request_per_signature(exported):
 # ---------------------------------------------------------------------- TFLite
 
 
-@pytest.mark.parametrize("variant,tol", [("float32", 1e-5), ("float16", 1e-3),
-                                         ("int8", 3e-2), ("int8_full", 1e-1)])
-def test_tflite_decoder_matches_keras(exported, trained, variant, tol):
+@pytest.mark.parametrize("variant", ["float32", "float16", "int8", "int8_full"])
+def test_tflite_decoder_matches_keras(exported, trained, variant):
+    tol = PROMISED[variant]
     z = np.random.default_rng(1).normal(size=(64, LATENT)).astype("float32")
     path = os.path.join(exported[0], "tflite", f"decoder_{variant}.tflite")
     out = tl.signature_runner(path, "decode")(z=z)
