@@ -14,10 +14,16 @@ from keras_vae import cli, runs
 TINY = ["--epochs", "2", "--hidden", "16", "--eval-samples", "20", "--batch-size", "128"]
 
 
+# metrics.json as `train` wrote it (later tests run `evaluate`, which rewrites the file).
+_TRAINED_METRICS = {}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cli") / "run")
     assert cli.main(["--quiet", "train", path, *TINY, "--no-export"]) == 0
+    with open(os.path.join(path, "metrics.json")) as f:
+        _TRAINED_METRICS[path] = json.load(f)
     return path
 
 
@@ -50,14 +56,15 @@ def test_history_has_one_row_per_epoch(run_dir):
 
 
 def test_metrics_match_evaluate_on_the_saved_model(run_dir):
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        metrics = json.load(f)
+    metrics = _TRAINED_METRICS[run_dir]
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     _, (x_test, _) = runs.load_data(runs.resolve_config({"epochs": 2}))
     fresh = model.evaluate(x_test, batch_size=128, return_dict=True, verbose=0)
     for key in ("elbo", "kl", "reconstruction", "loss"):
         np.testing.assert_allclose(metrics[f"keras_{key}"], fresh[key], rtol=1e-5)
-    assert metrics["log_likelihood"] >= metrics["elbo"] - 0.5  # IWAE-K above the ELBO
+    # The IWAE-K bound lies above the ELBO (K=20 and 10 ELBO draws on 300 digits: the
+    # Monte Carlo error of either mean is a few hundredths of a nat).
+    assert metrics["log_likelihood"] > metrics["elbo"]
     assert metrics["num_samples"] == 20
 
 
