@@ -92,12 +92,12 @@ def _call(layer, inputs):
 
 
 def encode(model, x):
-    """`q(z|x)` for a float32 batch `x [B] + data_shape` (batch `[B]`, event `[d]`), in inference mode."""
+    """`q(z|x)` for a float32 batch `x [B] + data_shape` (batch `[B]`, event `[d]`), inference mode."""
     return _call(model.encoder, x)
 
 
 def decode(model, z):
-    """`p(x|z)` for latents `z [...] + [d]` (batch `[...]`, event `data_shape`), in inference mode."""
+    """`p(x|z)` for latents `z [...] + [d]` (batch `[...]`, event `data_shape`), inference mode."""
     return _call(model.decoder, z)
 
 

@@ -1,4 +1,4 @@
-"""The evaluation report of a trained model (`evaluate_model`), with the evaluation helpers re-exported.
+"""The evaluation report of a trained model (`evaluate_model`); the evaluation helpers re-exported.
 
 `evaluate_model` gathers every number for a model into one JSON-ready dict:
 the log-likelihood and ELBO terms (`keras_vae.estimators`), the latent space
@@ -38,8 +38,15 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import applications, latent, objectives, validation
-from keras_vae.access import (batch_seed, cached_function, check_inputs, decode, encode,
-                              prior_distribution, require_prior)
+from keras_vae.access import (
+    batch_seed,
+    cached_function,
+    check_inputs,
+    decode,
+    encode,
+    prior_distribution,
+    require_prior,
+)
 from keras_vae.estimators import LogLikelihood, elbo_terms, log_likelihood
 
 __all__ = [

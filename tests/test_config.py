@@ -1,4 +1,4 @@
-"""The run-configuration schema (keras_vae/config.py): flags, JSON checks, resume checks, --workers."""
+"""The run-configuration schema (keras_vae/config.py): flags, JSON, resume checks, --workers."""
 
 import json
 import os

@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tree_digest
 
 import keras_vae as kv
-from conftest import tree_digest
 from keras_vae.export import lite as tl
 from keras_vae.export import signatures
 
