@@ -92,7 +92,7 @@ def _call(layer, inputs):
 
 
 def encode(model, x):
-    """`q(z|x)` for a float32 batch `x [B] + data_shape` (batch `[B]`, event `[d]`), inference mode."""
+    """`q(z|x)` for a float32 batch `x [B] + data_shape` (batch `[B]`, event `[d]`)."""
     return _call(model.encoder, x)
 
 

@@ -1,4 +1,4 @@
-"""Export writes: normal permissions, TF Serving's int64 versions, no leftovers from a dead writer."""
+"""Export writes: normal permissions, int64 versions (TF Serving), no leftovers of a dead writer."""
 
 import os
 import subprocess
