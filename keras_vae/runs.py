@@ -471,9 +471,11 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
             progress.set("pretraining")
             autoencoders.pretrain_layerwise(model, x_train, epochs=config["epochs"],
                                             batch_size=config["batch_size"], verbose=verbose)
+        if resume and checkpointed:
+            progress.extra["resumed_from_epoch"] = len(log.rows)
+            if verbose:
+                print(f"Restoring from the checkpoint after epoch {len(log.rows)}", flush=True)
         progress.set("training", epoch=len(log.rows))
-        if verbose and resume and checkpointed:
-            print(f"Restoring from the checkpoint after epoch {len(log.rows)}", flush=True)
         model.fit(train_ds, epochs=config["epochs"], validation_data=(x_test,),
                   callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles
         history = _history_from_rows(log.rows)
@@ -498,7 +500,7 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
         raise
     progress.phase = "done"
     write_status(run_dir, "finished", epochs=config["epochs"],
-                 execution=getattr(model, "execution_plan", None))
+                 execution=getattr(model, "execution_plan", None), **progress.extra)
     return {"history": history, "metrics": metrics}
 
 
