@@ -7,12 +7,16 @@
     keras-vae export RUN_DIR --out DIR [--version N] [--tflite ...]
 
 Errors print one line on stderr and exit with code 2 (`--debug` shows the
-traceback). Nothing here is imported by the library.
+traceback); a run that diverged or ran out of disk space during training exits 1.
+SIGINT / SIGTERM end a run as "interrupted" (resumable with `--resume`) with exit
+code 130 / 143. Nothing here is imported by the library.
 """
 
 import argparse
+import errno
 import json
 import os
+import signal
 import sys
 
 __all__ = ["main"]
@@ -25,6 +29,27 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so a run ends like on Ctrl-C (status "interrupted")."""
+
+    signal_name = "SIGTERM"
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _one_line(error):
+    """The whole message of `error` on one line (its lines joined by "; ")."""
+    if isinstance(error, OSError) and error.strerror:  # raised by the system, not by us
+        where = f": {error.filename!r}" if error.filename else ""
+        text = f"{error.strerror}{where}"
+    else:
+        text = str(error)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(error).__name__
 
 
 def _csv(text):
@@ -136,14 +161,16 @@ def main(argv=None):
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     from keras_vae.callbacks import TrainingDivergedError
 
+    previous = None
+    if _in_main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         _run(args, verbose)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,
             ImportError, NotADirectoryError, IsADirectoryError) as e:
         if args.debug:
             raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)
+        print(f"keras-vae {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except TrainingDivergedError as e:
         if args.debug:
@@ -151,12 +178,36 @@ def main(argv=None):
         backup = os.path.join(args.run_dir, "backup")
         kept = (f" The last good epoch is kept in {backup} (continue with --resume)."
                 if os.path.isdir(backup) else " No epoch had finished; nothing was kept.")
-        print(f"keras-vae {args.command}: error: {e}{kept}", file=sys.stderr)
+        print(f"keras-vae {args.command}: error: {_one_line(e)}{kept}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"keras-vae {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:  # a full disk, a name too long, no permission ...
+        if args.debug:
+            raise
+        during = ""
+        if args.command == "train" and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            during = " The run is marked failed; files written before are intact."
+        print(f"keras-vae {args.command}: error: {_one_line(e)}.{during}", file=sys.stderr)
+        return 1 if during else 2
+    except KeyboardInterrupt as e:
+        name = getattr(e, "signal_name", "SIGINT")
+        message = f"keras-vae {args.command}: interrupted ({name})"
+        if args.command == "train":
+            if os.path.isdir(os.path.join(args.run_dir, "backup")):
+                message += (f"; the last completed epoch is kept, continue with "
+                            f"`keras-vae train {args.run_dir} --resume`")
+            else:
+                message += "; no epoch had finished"
+        print(message, file=sys.stderr)
+        return 143 if name == "SIGTERM" else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _in_main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,17 +14,26 @@ RUN_DIR/
   plots/*.png      loss curves, reconstructions, samples, latent vs PCA, manifold, interpolation
   export/          SavedModel (TF Serving layout), TFLite files, parity report
   backup/          only while training: keras.callbacks.BackupAndRestore state for --resume
+  .keras-vae-run   the marker: this folder is a keras-vae run (format version, creation time)
+  .keras-vae-lock  held (fcntl.flock, with the PID) while a process writes the folder
 ```
 
-Every file is written to a temporary name and renamed, so a crash never
-leaves a half-written file in place of a good one.
+Every file is written to a temporary name (`.tmp-*`, ignored by readers) and renamed,
+so a crash never leaves a half-written file in place of a good one. `--overwrite`
+replaces only a folder with the marker, only after the new run validated, and moves
+the old run aside until the new one is complete (a failed new run puts it back).
+A second writer refuses while the lock is held; SIGINT/SIGTERM end a run as
+"interrupted" (resumable). status.json says the phase as it goes.
 """
 
 import csv
+import datetime
+import errno
+import fcntl
 import io
 import json
 import os
-import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -32,6 +41,7 @@ import tensorflow as tf
 
 from keras_vae import config as config_schema
 from keras_vae.build import build_model, load_data
+from keras_vae import files
 from keras_vae.files import atomic_write, save_model
 
 __all__ = ["DEFAULTS", "requested_config", "resolve_config", "build_model", "train",
@@ -43,6 +53,11 @@ DEFAULTS = config_schema.defaults()
 _RUN_FILES = ("config.json", "status.json", "model.keras", "history.json", "history.csv",
               "history.partial.json", "metrics.json", "plots", "export", "backup",
               "tensorboard", "workers")
+
+MARKER = ".keras-vae-run"
+LOCK = ".keras-vae-lock"
+MARKER_FORMAT = 1
+_PREVIOUS = files.TMP_PREFIX + "previous-run"  # the old run while --overwrite replaces it
 
 
 # ----------------------------------------------------------------- config
@@ -104,20 +119,125 @@ def write_status(run_dir, status, **details):
 
 # -------------------------------------------------------------------- jobs
 
-def _check_run_dir(run_dir, overwrite, resume):
-    """Refuses an existing run without --overwrite/--resume; touches nothing."""
+def _contents(run_dir):
+    """The names in `run_dir` that count (not the marker, the lock or `.tmp-*` names)."""
+    if not os.path.isdir(run_dir):
+        return []
+    return sorted(n for n in os.listdir(run_dir)
+                  if n not in (MARKER, LOCK) and not n.startswith(files.TMP_PREFIX))
+
+
+def is_marked(run_dir):
+    """True if `run_dir` carries the keras-vae run marker."""
+    return os.path.isfile(os.path.join(run_dir, MARKER))
+
+
+def _is_legacy(run_dir):
+    """A run folder written before the marker existed: config.json and status.json."""
+    return all(os.path.isfile(os.path.join(run_dir, n)) for n in ("config.json", "status.json"))
+
+
+def read_status(run_dir):
+    """The dict in `run_dir/status.json` ({} if missing or unreadable)."""
+    try:
+        with open(os.path.join(run_dir, "status.json"), encoding="utf-8") as f:
+            status = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _write_marker(run_dir):
+    if not is_marked(run_dir):
+        _write_json(os.path.join(run_dir, MARKER), {
+            "format": MARKER_FORMAT, "created": datetime.datetime.now(
+                datetime.timezone.utc).isoformat(timespec="seconds")})
+
+
+class RunLock:
+    """An exclusive `fcntl.flock` on `run_dir/.keras-vae-lock` holding the writer's PID.
+
+    The kernel releases it when the process ends (however it ends), so a lock left by
+    a dead process is simply taken over.
+
+    Raises (on acquiring):
+      FileExistsError: another live process holds it (its PID in the message).
+    """
+
+    def __init__(self, run_dir):
+        self.run_dir, self.path, self.fd = run_dir, os.path.join(run_dir, LOCK), None
+
+    def acquire(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise FileExistsError(
+                f"{self.run_dir!r} is being written by another keras-vae process "
+                f"(PID {self._holder()}); wait for it to finish or stop it. "
+                f"Received: run_dir={self.run_dir!r}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def check_free(self):
+        """Raises the FileExistsError of `acquire` if a live process holds the lock."""
+        if os.path.isfile(self.path):
+            self.acquire().release()
+
+    def _holder(self):
+        import time
+        for _ in range(20):  # the holder writes its PID just after taking the lock
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    pid = f.read().strip()
+            except OSError:
+                pid = ""
+            if pid:
+                return pid
+            time.sleep(0.05)
+        return "unknown"
+
+    def release(self):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _check_run_dir(run_dir, overwrite, resume, locked=False):
+    """Refuses what train must not do to `run_dir`; touches nothing."""
     if overwrite and resume:
         raise ValueError("Choose one of overwrite and resume. "
                          "Received: overwrite=True, resume=True")
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+    files.check_path(run_dir, "run_dir")
+    if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
         raise ValueError(f"The run folder path is a file. Received: run_dir={run_dir!r}")
-    existing = os.path.isdir(run_dir) and any(
-        os.path.exists(os.path.join(run_dir, name)) for name in _RUN_FILES)
+    if not locked and os.path.isdir(run_dir) and os.access(run_dir, os.W_OK):
+        RunLock(run_dir).check_free()  # a run being written: say by whom
+    contents = _contents(run_dir)
+    marked = is_marked(run_dir)
+    if contents and not marked and not (resume and _is_legacy(run_dir)):
+        raise FileExistsError(
+            f"{run_dir!r} holds files and is not a keras-vae run folder (no {MARKER} marker); "
+            "nothing was changed. Choose a new or empty folder. "
+            f"Received: run_dir={run_dir!r}, first entries={contents[:3]}")
+    existing = bool(contents)
     if existing and not (overwrite or resume):
         raise FileExistsError(
             f"{run_dir!r} already holds a run; pass --overwrite to replace it or --resume "
             f"to continue it. Received: run_dir={run_dir!r}")
-    if resume and not existing:
+    if resume and not os.path.isfile(os.path.join(run_dir, "config.json")):
         raise FileNotFoundError(f"Nothing to resume in {run_dir!r}. Received: run_dir={run_dir!r}")
     parent = os.path.dirname(os.path.abspath(run_dir))
     while not os.path.exists(parent):
@@ -127,16 +247,71 @@ def _check_run_dir(run_dir, overwrite, resume):
         raise PermissionError(f"The run folder is not writable. Received: run_dir={run_dir!r}")
 
 
-def _create_run_dir(run_dir, overwrite):
-    """Creates the folder; with `overwrite`, removes the previous run's files first."""
-    os.makedirs(run_dir, exist_ok=True)
-    if overwrite:
-        for name in _RUN_FILES:
-            path = os.path.join(run_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.unlink(path)
+def _move_aside(run_dir):
+    """Renames the previous run's files into `run_dir/.tmp-previous-run` (links stay links);
+    returns that folder, or None if there was nothing to move."""
+    aside = os.path.join(run_dir, _PREVIOUS)
+    files.remove(aside)  # left by an overwrite that was killed: an older run, replaced
+    names = [n for n in _RUN_FILES if os.path.lexists(os.path.join(run_dir, n))]
+    if not names:
+        return None
+    os.mkdir(aside)
+    for name in names:
+        os.rename(os.path.join(run_dir, name), os.path.join(aside, name))
+    return aside
+
+
+def _put_back(run_dir, aside):
+    """Removes the new (failed) run's files and renames the previous run back."""
+    for name in _RUN_FILES:
+        files.remove(os.path.join(run_dir, name))
+    for name in os.listdir(aside):
+        os.rename(os.path.join(aside, name), os.path.join(run_dir, name))
+    os.rmdir(aside)
+
+
+def _check_backup(run_dir, repair):
+    """Checks the BackupAndRestore state a --resume will load; with `repair`, puts the
+    previous checkpoint pair (`*.bkp`) in place if the latest is damaged.
+
+    Raises:
+      ValueError: the checkpoint is damaged and no intact earlier one exists.
+    """
+    import h5py
+
+    backup = os.path.join(run_dir, "backup")
+    weights = os.path.join(backup, "latest.weights.h5")
+    meta = os.path.join(backup, "training_metadata.json")
+    if not os.path.lexists(weights) and not os.path.lexists(meta):
+        return  # no epoch had finished: the run restarts from its first epoch
+
+    def intact(w, m):
+        try:
+            with open(m, encoding="utf-8") as f:
+                epoch = json.load(f)["epoch"]
+            if not isinstance(epoch, int):
+                return False
+            def read(_, obj):
+                if isinstance(obj, h5py.Dataset):
+                    obj[()]  # reads every byte: a truncated file fails here
+
+            with h5py.File(w, "r") as h5:
+                h5.visititems(read)
+            return True
+        except Exception:  # h5py and json raise many kinds for a damaged file
+            return False
+
+    if intact(weights, meta):
+        return
+    if intact(weights + ".bkp", meta + ".bkp"):
+        for src in (weights, meta) if repair else ():
+            with open(src + ".bkp", "rb") as f:
+                atomic_write(src, f.read())
+        return
+    raise ValueError(
+        f"The checkpoint in {backup!r} is damaged or incomplete (latest.weights.h5 / "
+        "training_metadata.json cannot be read), so the run cannot be resumed; train again "
+        f"with --overwrite. Received: run_dir={run_dir!r}")
 
 
 def _resume_config(run_dir, requested):
@@ -147,17 +322,10 @@ def _resume_config(run_dir, requested):
         define the model or its training (all listed, with those that may change).
     """
     saved = resolve_config(config_file=os.path.join(run_dir, "config.json"))
-    status_path = os.path.join(run_dir, "status.json")
-    if os.path.isfile(status_path):
-        try:
-            with open(status_path, encoding="utf-8") as f:
-                status = json.load(f).get("status")
-        except (ValueError, OSError, AttributeError):
-            status = None
-        if status == "finished":
-            raise ValueError(f"{run_dir!r} holds a finished run; there is nothing to resume "
-                             "(train into a new folder, or --overwrite to replace it). "
-                             f"Received: run_dir={run_dir!r}, status='finished'")
+    if read_status(run_dir).get("status") == "finished":
+        raise ValueError(f"{run_dir!r} holds a finished run; there is nothing to resume "
+                         "(train into a new folder, or --overwrite to replace it). "
+                         f"Received: run_dir={run_dir!r}, status='finished'")
     given = set(requested)
     requested = config_schema.validate(requested)  # checked and normalised like the saved one
     diffs = config_schema.resume_differences(saved, {k: requested[k] for k in given})
@@ -171,6 +339,28 @@ def _resume_config(run_dir, requested):
     return saved
 
 
+class _Progress:
+    """Keeps status.json current: the phase ("pretraining", "training", "evaluating",
+    "plotting", "exporting") and the last completed epoch."""
+
+    def __init__(self, run_dir, epochs, **extra):
+        self.run_dir, self.epochs, self.extra = run_dir, epochs, extra
+        self.phase, self.epoch = "starting", 0
+
+    def set(self, phase=None, epoch=None):
+        self.phase = phase or self.phase
+        self.epoch = self.epoch if epoch is None else epoch
+        write_status(self.run_dir, "running", phase=self.phase, epochs=self.epochs,
+                     epoch=self.epoch, pid=os.getpid(), **self.extra)
+
+    def end(self, status, **details):
+        try:  # on a full disk this may fail too; the error being raised matters more
+            write_status(self.run_dir, status, phase=self.phase, epochs=self.epochs,
+                         epoch=self.epoch, **self.extra, **details)
+        except OSError:
+            pass
+
+
 def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
     """Trains the model `config` describes and fills `run_dir` (see module docstring).
 
@@ -179,7 +369,7 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
         keys take their defaults. With `resume`, only the keys given count: they
         must equal the run's, except the resumable ones (e.g. `epochs`).
       run_dir: the run folder.
-      overwrite: replace the run in `run_dir`.
+      overwrite: replace the run in `run_dir` (only a folder with the run marker).
       resume: continue the interrupted run in `run_dir` from its last completed
         epoch (`keras.callbacks.BackupAndRestore`).
       verbose: Keras verbosity.
@@ -189,18 +379,22 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
 
     Returns:
       dict with `history` (per-epoch logs) and `metrics` (test-set metrics).
+
+    Raises:
+      FileExistsError: `run_dir` holds a run (without overwrite/resume), holds files
+        that are not a run, or another process is writing it.
+      KeyboardInterrupt: SIGINT (or SIGTERM via the CLI); status.json says
+        "interrupted" and the checkpoint stays for `resume`.
     """
-    from keras_vae import data as data_lib
     from keras_vae import validation
-    from keras_vae.callbacks import EpochCounter, KLWarmup, StopOnNaN
 
     workers = validation.positive_int("workers", workers, maximum=64)
     _check_run_dir(run_dir, overwrite, resume)
-    config_path = os.path.join(run_dir, "config.json")
     if not isinstance(config, dict):
         config_schema.validate(config)  # raises the TypeError
     if resume:
         config = _resume_config(run_dir, config)
+        _check_backup(run_dir, repair=False)
     else:
         config = resolve_config(config)
     if workers > 1:
@@ -209,18 +403,49 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
             if bad:
                 raise ValueError(f"{flag} is not available with --workers (multi-worker "
                                  f"training). Received: workers={workers}, {flag}")
-    # Everything that can refuse the job runs before the folder is created or cleared.
+    # Everything that can refuse the job runs before the folder is created or changed.
     (x_train, y_train), (x_test, y_test) = load_data(config)
     model = build_model(config, x_train.shape[1:])
     head = model.decoder.head
     validation.check_data(x_train, model.data_shape, head, name="training data")
     validation.check_data(x_test, model.data_shape, head, name="test data")
-    _create_run_dir(run_dir, overwrite)
-    if workers > 1:
-        return _train_workers(config, run_dir, workers, verbose, x_train, x_test, y_test)
+    os.makedirs(run_dir, exist_ok=True)
+    with RunLock(run_dir):
+        _check_run_dir(run_dir, overwrite, resume, locked=True)  # again, now that no one else writes
+        if resume:
+            _check_backup(run_dir, repair=True)
+        aside = _move_aside(run_dir) if overwrite else None
+        _write_marker(run_dir)
+        try:
+            if workers > 1:
+                result = _train_workers(config, run_dir, workers, verbose, x_train, x_test,
+                                        y_test)
+            else:
+                result = _train_here(config, run_dir, resume, verbose, model, x_train, x_test,
+                                     y_test)
+        except KeyboardInterrupt:
+            if aside is not None:  # the new run is resumable; the one it replaces goes
+                files.remove(aside)
+            raise
+        except BaseException:
+            if aside is not None:
+                _put_back(run_dir, aside)
+            raise
+        if aside is not None:
+            files.remove(aside)
+    return result
+
+
+def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test):
+    """Single-process training into the locked, marked `run_dir`."""
+    from keras_vae import data as data_lib
+    from keras_vae.callbacks import EpochCounter, KLWarmup, StopOnNaN
+
+    config_path = os.path.join(run_dir, "config.json")
     if not resume:
         _write_json(config_path, config)
-    write_status(run_dir, "running", epochs=config["epochs"])
+    progress = _Progress(run_dir, config["epochs"])
+    progress.set("starting")
     try:
         # Shuffle and binarization keyed by the epoch number: resumes are bit-exact.
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -228,8 +453,9 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
             x_train, batch_size=config["batch_size"], shuffle=True, seed=config["seed"],
             binarize="dynamic" if config["binarize"] == "dynamic" else None, epoch=epoch)
         partial = os.path.join(run_dir, "history.partial.json")
-        log = _EpochLog(partial, _read_partial(partial, resume))
-        callbacks = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        log = _EpochLog(partial, _read_partial(partial, resume), progress)
+        callbacks = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
+                                                      double_checkpoint=True),
                      EpochCounter(epoch), log, StopOnNaN()]
         if config["warmup_steps"] and config["model"] == "vae":
             callbacks.append(KLWarmup(config["warmup_steps"], config["warmup_schedule"],
@@ -237,28 +463,44 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
         if config["tensorboard"]:
             from keras_vae.callbacks import tensorboard_callbacks
             callbacks += tensorboard_callbacks(os.path.join(run_dir, "tensorboard"), x_test)
-        if config["stacked"] and not resume:  # a resumed run restores pretrained weights
+        checkpointed = os.path.isfile(os.path.join(run_dir, "backup", "latest.weights.h5"))
+        if config["stacked"] and not (resume and checkpointed):
+            # A checkpoint holds the pretrained weights; without one (killed during the
+            # pretraining or the first epoch) the pretraining runs again from the start.
             from keras_vae import autoencoders
+            progress.set("pretraining")
             autoencoders.pretrain_layerwise(model, x_train, epochs=config["epochs"],
                                             batch_size=config["batch_size"], verbose=verbose)
+        if resume and checkpointed:
+            progress.extra["resumed_from_epoch"] = len(log.rows)
+            if verbose:
+                print(f"Restoring from the checkpoint after epoch {len(log.rows)}", flush=True)
+        progress.set("training", epoch=len(log.rows))
         model.fit(train_ds, epochs=config["epochs"], validation_data=(x_test,),
                   callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles
         history = _history_from_rows(log.rows)
         save_model(model, os.path.join(run_dir, "model.keras"))
         _write_history(run_dir, history)
         os.unlink(partial)
+        progress.set("evaluating")
         metrics = _evaluate(model, config, x_test, y_test)
         _write_json(os.path.join(run_dir, "metrics.json"), metrics)
         if config["plots"]:
+            progress.set("plotting")
             _plot(model, x_test, y_test, run_dir, history, config["seed"])
         if config["export"]:
+            progress.set("exporting")
             _export(model, os.path.join(run_dir, "export"), 1, config["tflite"], x_train,
                     overwrite=True)
-    except BaseException as e:
-        write_status(run_dir, "failed", reason=f"{type(e).__name__}: {e}")
+    except KeyboardInterrupt as e:
+        progress.end("interrupted", signal=getattr(e, "signal_name", "SIGINT"))
         raise
+    except BaseException as e:
+        progress.end("failed", reason=f"{type(e).__name__}: {e}")
+        raise
+    progress.phase = "done"
     write_status(run_dir, "finished", epochs=config["epochs"],
-                 execution=getattr(model, "execution_plan", None))
+                 execution=getattr(model, "execution_plan", None), **progress.extra)
     return {"history": history, "metrics": metrics}
 
 
@@ -291,14 +533,16 @@ class _EpochLog(keras.callbacks.Callback):
     """Writes the logs of every finished epoch to `history.partial.json` (atomically),
     so a resumed run reports its whole history."""
 
-    def __init__(self, path, earlier):
+    def __init__(self, path, earlier, progress=None):
         super().__init__()
-        self.path, self.rows = path, earlier
+        self.path, self.rows, self.progress = path, earlier, progress
 
     def on_epoch_end(self, epoch, logs=None):
         self.rows = [r for r in self.rows if r["epoch"] < epoch]
         self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
         _write_json(self.path, self.rows)
+        if self.progress is not None:
+            self.progress.set("training", epoch=epoch + 1)
 
 
 def _read_partial(path, resume):
@@ -339,23 +583,55 @@ def _export(model, out_dir, version, variants, x_train, overwrite=False):
 def load_run(run_dir):
     """Returns `(model, config)` of a finished run folder.
 
+    The folder must be ours (the marker, or config.json + status.json for folders
+    written before the marker), finished, and hold a keras_vae model.
+
     Raises:
       FileNotFoundError: no such folder, or no model in it (e.g. training never finished).
-      ValueError: the model file is corrupt or truncated.
+      ValueError: not a keras-vae run folder, a run that did not finish, or a model file
+        that is corrupt, truncated or not a keras_vae model.
     """
+    from keras_vae.base import BaseAutoencoder
+
+    files.check_path(run_dir, "run_dir")
     model_path = os.path.join(run_dir, "model.keras")
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"No run folder at {run_dir!r}. Received: run_dir={run_dir!r}")
-    if not os.path.isfile(model_path):
+    if not (is_marked(run_dir) or _is_legacy(run_dir)):
+        raise ValueError(f"{run_dir!r} is not a keras-vae run folder (no {MARKER} marker, "
+                         "no config.json and status.json). Received: run_dir={run_dir!r}")
+    status = read_status(run_dir).get("status")
+    if status not in ("finished", None) or not os.path.isfile(model_path):
+        if status in ("running", "interrupted", "failed"):
+            raise ValueError(f"{run_dir!r} holds a run that did not finish (status "
+                             f"{status!r}); continue it with `keras-vae train {run_dir} "
+                             f"--resume`. Received: run_dir={run_dir!r}, status={status!r}")
         raise FileNotFoundError(f"{run_dir!r} holds no model.keras (did training finish?). "
                                 f"Received: run_dir={run_dir!r}")
     config = resolve_config(config_file=os.path.join(run_dir, "config.json"))
     try:
         model = keras.models.load_model(model_path)
     except Exception as e:  # Keras raises many kinds for a broken zip
+        text = " ".join(str(e).split())
+        if "Could not locate class" in text or "Unknown layer" in text:
+            raise ValueError(
+                f"{model_path!r} is not a keras_vae model: it uses classes no imported package "
+                "registered (outside this CLI, `import keras_vae` before "
+                "keras.models.load_model; a model of another package needs that package). "
+                f"Received: run_dir={run_dir!r}, error={text[:200]!r}") from None
         raise ValueError(f"Could not load {model_path!r}: the file is corrupt or truncated "
-                         f"({type(e).__name__}: {e}). Received: run_dir={run_dir!r}") from None
+                         f"({type(e).__name__}: {text[:300]}). "
+                         f"Received: run_dir={run_dir!r}") from None
+    if not isinstance(model, BaseAutoencoder):
+        raise ValueError(f"{model_path!r} is not a keras_vae model (expected a VAE or an "
+                         f"autoencoder of keras_vae). Received: run_dir={run_dir!r}, "
+                         f"a model of type {type(model).__module__}.{type(model).__name__}")
     return model, config
+
+
+def _writing(run_dir):
+    """The lock of a reader that writes into the run folder (evaluate, plot, export)."""
+    return RunLock(run_dir)
 
 
 def evaluate_run(run_dir, num_samples=None):
@@ -364,8 +640,9 @@ def evaluate_run(run_dir, num_samples=None):
     if num_samples is not None:
         config["eval_samples"] = num_samples
     _, (x_test, y_test) = load_data(config)
-    metrics = _evaluate(model, config, x_test, y_test)
-    _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    with _writing(run_dir):
+        metrics = _evaluate(model, config, x_test, y_test)
+        _write_json(os.path.join(run_dir, "metrics.json"), metrics)
     return metrics
 
 
@@ -377,19 +654,40 @@ def plot_run(run_dir):
     if os.path.isfile(os.path.join(run_dir, "history.json")):
         with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
             history = json.load(f)
-    return _plot(model, x_test, y_test, run_dir, history, config["seed"])
+    plots = os.path.join(run_dir, "plots")
+    if os.path.islink(plots):
+        raise ValueError(f"{plots!r} is a symbolic link; keras-vae draws only into a real "
+                         f"folder of the run. Received: run_dir={run_dir!r}")
+    with _writing(run_dir):
+        return _plot(model, x_test, y_test, run_dir, history, config["seed"])
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 def export_run(run_dir, out_dir, version=1, tflite=None, overwrite=False):
     """Exports a run's model (SavedModel + TFLite + parity report) into `out_dir`."""
+    files.check_path(out_dir, "out")
     model, config = load_run(run_dir)
     (x_train, _), _ = load_data(config)
     variants = config["tflite"] if tflite is None else tflite
+    if _inside(out_dir, run_dir):
+        with _writing(run_dir):
+            return _export(model, out_dir, version, variants, x_train, overwrite=overwrite)
     return _export(model, out_dir, version, variants, x_train, overwrite=overwrite)
 
 
 def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False):
     """Draws `num_samples` examples from a run's model; writes `.npy` or `.png` if `out` given."""
+    if out is not None:
+        files.check_path(out, "out")
+        if not (out.endswith(".npy") or out.endswith(".png")):
+            raise ValueError(f"`out` must end in .npy or .png. Received: out={out!r}")
+        if os.path.exists(out) and not overwrite:
+            raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it. "
+                                  f"Received: out={out!r}")
     model, _ = load_run(run_dir)
     if getattr(model, "prior", None) is None:
         raise ValueError("Sampling needs a generative model with a prior (a VAE). "
@@ -405,7 +703,16 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False):
             atomic_write(out, buf.getvalue())
         elif out.endswith(".png"):
             from keras_vae import visualization
-            visualization.save_image_grid(samples, out)
+            # savefig writes into its target: draw into a temporary name, then rename.
+            fd, tmp = tempfile.mkstemp(prefix=files.TMP_PREFIX, suffix=".png",
+                                       dir=os.path.dirname(os.path.abspath(out)))
+            os.close(fd)
+            try:
+                visualization.save_image_grid(samples, tmp)
+                files.replace_file(tmp, out)
+            except BaseException:
+                files.remove(tmp)
+                raise
         else:
             raise ValueError(f"`out` must end in .npy or .png. Received: out={out!r}")
     return samples

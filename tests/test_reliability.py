@@ -154,3 +154,91 @@ def test_epoch_counter_advances_the_data_key_every_epoch(digits):
     vae.fit(kv.data.make_dataset(x[:64], batch_size=32, epoch=epoch), epochs=3, verbose=0,
             callbacks=[kv.EpochCounter(epoch), record])
     assert seen == [0, 1, 2]
+
+
+def _status(run_dir):
+    try:
+        with open(os.path.join(run_dir, "status.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_for(proc, run_dir, done, seconds=240):
+    deadline = time.time() + seconds
+    while not done(_status(run_dir)) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training ended before it could be stopped"
+
+
+def _same_weights(path_a, path_b):
+    a, b = keras.models.load_model(path_a), keras.models.load_model(path_b)
+    assert a.optimizer.iterations.numpy() == b.optimizer.iterations.numpy()
+    for wa, wb in zip(a.weights + a.optimizer.variables, b.weights + b.optimizer.variables):
+        np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+
+
+def test_sigterm_ends_as_interrupted_and_resume_restores(tmp_path):
+    import shutil
+
+    full, stopped = str(tmp_path / "full"), str(tmp_path / "stopped")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    reference = subprocess.Popen(_train_cmd(full), env=env, stderr=subprocess.PIPE)
+    victim = subprocess.Popen(_train_cmd(stopped), env=env, stderr=subprocess.PIPE, text=True)
+    _wait_for(victim, stopped, lambda s: s.get("phase") == "training" and s.get("epoch", 0) >= 1)
+    victim.send_signal(signal.SIGTERM)
+    assert victim.wait(timeout=60) == 143
+    err = victim.stderr.read().strip().splitlines()
+    assert len(err) == 1 and "interrupted (SIGTERM)" in err[0] and "--resume" in err[0], err
+    status = _status(stopped)
+    assert status["status"] == "interrupted" and status["phase"] == "training"
+    k = status["epoch"]
+    assert 1 <= k < 4 and os.path.isdir(os.path.join(stopped, "backup"))
+
+    # A damaged checkpoint (a kill while Keras wrote it) is one line, never a traceback.
+    damaged = str(tmp_path / "damaged")
+    shutil.copytree(stopped, damaged)
+    weights = os.path.join(damaged, "backup", "latest.weights.h5")
+    with open(weights, "r+b") as f:
+        f.truncate(os.path.getsize(weights) // 2)
+    for name in os.listdir(os.path.join(damaged, "backup")):
+        if name.endswith(".bkp"):
+            os.unlink(os.path.join(damaged, "backup", name))
+    bad = subprocess.run(_train_cmd(damaged, "--resume"), env=env, capture_output=True,
+                         text=True, timeout=300)
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1 and "damaged" in lines[0], bad.stderr[-2000:]
+
+    resumed = subprocess.run(_train_cmd(stopped, "--resume"), env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _status(stopped)["resumed_from_epoch"] == k  # restored, not retrained
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+    _same_weights(os.path.join(full, "model.keras"), os.path.join(stopped, "model.keras"))
+    with open(os.path.join(stopped, "history.json")) as f:
+        assert len(json.load(f)["loss"]) == 4
+
+
+STACKED = ["--model", "ae", "--stacked", "--epochs", "2", "--hidden", "64,32",
+           "--latent-dim", "4", "--batch-size", "8", "--no-plots", "--no-export"]
+
+
+def test_stacked_ae_killed_during_pretraining_resumes_with_the_pretraining(tmp_path):
+    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+    def cmd(run_dir, *extra):
+        return [sys.executable, "-m", "keras_vae", "--quiet", "train", run_dir, *STACKED,
+                *extra]
+
+    reference = subprocess.Popen(cmd(full), env=env, stderr=subprocess.PIPE)
+    victim = subprocess.Popen(cmd(killed), env=env, stderr=subprocess.PIPE)
+    _wait_for(victim, killed, lambda s: s.get("phase") == "pretraining")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not os.path.exists(os.path.join(killed, "backup", "latest.weights.h5"))
+    resumed = subprocess.run(cmd(killed, "--resume"), env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+    _same_weights(os.path.join(full, "model.keras"), os.path.join(killed, "model.keras"))
