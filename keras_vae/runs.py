@@ -522,6 +522,11 @@ def _train_workers(config, run_dir, workers, verbose, x_train, x_test, y_test):
         if config["export"]:
             _export(model, os.path.join(run_dir, "export"), 1, config["tflite"], x_train,
                     overwrite=True)
+    except KeyboardInterrupt as e:  # the launcher has ended the workers
+        write_status(run_dir, "interrupted", workers=workers,
+                     signal=getattr(e, "signal_name", "SIGINT"),
+                     reason="multi-worker runs do not resume: train again with --overwrite")
+        raise
     except BaseException as e:
         write_status(run_dir, "failed", reason=f"{type(e).__name__}: {e}", workers=workers)
         raise
