@@ -248,7 +248,7 @@ def _methods(vae):
 def test_fuzz_model_data_entry_points(vae, capsys):
     tally, methods = Tally("model data entry points"), _methods(vae)
 
-    @settings(max_examples=150)
+    @settings(max_examples=300)
     @given(method=st.sampled_from(sorted(methods)), case=bad_data())
     def check(method, case):
         scenario, x = case
@@ -301,7 +301,7 @@ def test_fuzz_latents_and_sampling(vae, capsys):
 def test_fuzz_constructors(capsys):
     tally = Tally("constructors")
 
-    @settings(max_examples=250)
+    @settings(max_examples=400)
     @given(index=st.integers(0, len(CONSTRUCTORS) - 1), data=st.data())
     def check(index, data):
         label, values, make = CONSTRUCTORS[index]
@@ -383,7 +383,7 @@ def test_fuzz_data_files(tmp_path, capsys):
     tally = Tally("data files")
     root = str(tmp_path)
 
-    @settings(max_examples=80)
+    @settings(max_examples=120)
     @given(case=bad_files(root))
     def files(case):
         scenario, path = case
@@ -426,8 +426,8 @@ def _bad_value(option):
             out.append(st.floats(min_value=1.0001, allow_infinity=False))
         return st.one_of(*out)
     if kind == "bool":
-        return st.one_of(st.text(max_size=3), st.floats(0.1, 9), st.lists(st.booleans(), max_size=1),
-                         null)
+        return st.one_of(st.text(max_size=3), st.floats(0.1, 9),
+                         st.lists(st.booleans(), max_size=1), null)
     if kind == "seed":
         return st.one_of(st.text(min_size=1, max_size=3), st.floats(0.1, 9).filter(
             lambda v: not v.is_integer()), st.integers(max_value=-1), null)
@@ -452,7 +452,7 @@ OPTIONS = list(config_schema.OPTIONS)
 def test_fuzz_config_dicts(capsys):
     tally = Tally("config dicts")
 
-    @settings(max_examples=200)
+    @settings(max_examples=300)
     @given(index=st.integers(0, len(OPTIONS) - 1), data=st.data())
     def values(index, data):
         option = OPTIONS[index]
@@ -515,7 +515,7 @@ def test_fuzz_cli_argv_one_line_exit_2(tmp_path, capsys):
              ["train", str(tmp_path / "rund"), "--config", str(tmp_path / "nope.json")],
              ["train", str(tmp_path / "rune"), "--data", str(tmp_path / "nope.npz")]]
 
-    @settings(max_examples=60)
+    @settings(max_examples=120)
     @given(index=st.integers(0, len(FLAG_OPTIONS) - 1), data=st.data(), quiet=st.booleans())
     def flags(index, data, quiet):
         option = FLAG_OPTIONS[index]
