@@ -189,3 +189,16 @@ def test_launch_holds_each_port_until_the_workers_are_done(tmp_path, monkeypatch
     assert [r["index"] for r in results] == [0, 1]
     assert [held for _, held in seen] == [[True, True], [True, True]]
     assert not any(_held(p) for p in seen[0][0])
+
+
+def test_loopback_is_exempt_from_proxies_in_tests_and_their_subprocesses():
+    """conftest.loopback_without_proxy: with http_proxy set by CI, urllib/gRPC to
+    127.0.0.1 (here and in worker processes, which inherit os.environ) skip the proxy."""
+    import urllib.request
+
+    assert not any(os.environ.get(k) for k in ("http_proxy", "https_proxy", "HTTP_PROXY",
+                                                "HTTPS_PROXY", "grpc_proxy"))
+    for name in ("no_proxy", "NO_PROXY"):
+        assert {"127.0.0.1", "localhost"} <= set(os.environ[name].split(","))
+    assert "http" not in urllib.request.getproxies()
+    assert urllib.request.proxy_bypass_environment("127.0.0.1")
