@@ -64,12 +64,34 @@ def tf_config(addresses, index):
                        "task": {"type": "worker", "index": int(index)}})
 
 
-def free_ports(n, host="127.0.0.1"):
-    """`n` distinct TCP ports that were free on `host` a moment ago."""
-    sockets = [socket.socket() for _ in range(n)]
+def _reserve_ports(n, host="127.0.0.1"):
+    """`n` bound (not listening) sockets with SO_REUSEADDR, each holding a distinct port.
+
+    While such a socket is open the kernel never hands its port to another
+    `bind(port 0)`, yet a server that binds it with SO_REUSEADDR and listens
+    (gRPC always sets SO_REUSEADDR, so TensorFlow's worker servers do) still
+    succeeds. The launcher holds the ports until its workers have finished, so
+    no other process can take a port between choosing it and the worker's bind.
+    """
+    sockets = []
     try:
-        for s in sockets:
+        for _ in range(n):
+            s = socket.socket()
+            sockets.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, 0))
+    except BaseException:
+        for s in sockets:
+            s.close()
+        raise
+    return sockets
+
+
+def free_ports(n, host="127.0.0.1"):
+    """`n` distinct TCP ports that were free on `host` a moment ago (released on return;
+    `launch` holds its ports instead, see `_reserve_ports`)."""
+    sockets = _reserve_ports(n, host)
+    try:
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
@@ -352,7 +374,8 @@ def launch(config, run_dir, workers=2, builder=None, timeout=600, overwrite=Fals
     for name in os.listdir(os.path.join(run_dir, "workers")):
         os.unlink(os.path.join(run_dir, "workers", name))
     atomic_write(os.path.join(run_dir, "config.json"), json.dumps(config, indent=1))
-    addresses = [f"127.0.0.1:{p}" for p in free_ports(workers)]
+    reserved = _reserve_ports(workers)  # held until the workers are done: no bind race
+    addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in reserved]
     cmd = [sys.executable, "-m", "keras_vae.distributed", run_dir, "--worker",
            "--communication", communication, "--verbose", str(verbose)] \
         + (["--collective-timeout", str(timeout)] if timeout else []) \
@@ -388,6 +411,8 @@ def launch(config, run_dir, workers=2, builder=None, timeout=600, overwrite=Fals
                 p.wait(timeout=30)
         for log in logs:
             log.close()
+        for s in reserved:
+            s.close()
     results = []
     for i in range(workers):
         with open(os.path.join(run_dir, "workers", f"worker-{i}.json"), encoding="utf-8") as f:

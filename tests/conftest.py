@@ -9,6 +9,37 @@ import hashlib  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+LOOPBACK = "127.0.0.1,localhost"
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+                   "ALL_PROXY", "grpc_proxy")
+
+try:  # the fuzz suite's profile: fixed examples, no deadline (a loaded CI machine is slow)
+    from hypothesis import HealthCheck, settings  # noqa: E402
+
+    settings.register_profile("ci", derandomize=True, max_examples=25, deadline=None,
+                              print_blob=True, database=None,
+                              suppress_health_check=[HealthCheck.too_slow,
+                                                     HealthCheck.function_scoped_fixture])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # pragma: no cover - hypothesis is a declared test dependency
+    pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_without_proxy():
+    """Tests talk HTTP/gRPC to 127.0.0.1 only (export test doubles, multi-worker gRPC):
+    exempt loopback from any proxy the environment sets and drop the proxies, for this
+    process and the subprocesses it starts. Session-scoped so module fixtures (the
+    multi-worker launch) see it too."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("no_proxy", "NO_PROXY"):
+            current = os.environ.get(name, "")
+            mp.setenv(name, ",".join(filter(None, [current, LOOPBACK])))
+        for name in PROXY_VARIABLES:
+            mp.delenv(name, raising=False)
+        yield
+
+
 # Data a model of shape (8, 8, 1) with a Bernoulli likelihood must refuse, with the
 # error type and a fragment of its message (shared by the VAE and AE tests).
 BAD_DATA_CASES = [

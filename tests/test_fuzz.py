@@ -1,107 +1,229 @@
-"""Seeded fuzzing of every place a user hands us data or arguments.
+"""Property-based fuzzing (Hypothesis) of every place a user hands us data or arguments.
 
-Each generator yields inputs that are invalid by construction. Every case must
-end in an *expected* error (ValueError, TypeError or a file error for the API;
-exit code 2 for the CLI). Any other exception is "uncaught" and a return
-without an error is "silent success"; both must be zero. The counts are
-printed so CI logs show them.
+Each strategy draws inputs that are invalid by construction: shapes, dtypes,
+values and argument combinations for the constructors, the model's methods,
+`kv.data.load` on generated files, config dicts through
+`keras_vae.config.validate` and argv through the CLI. Every case must end in an
+*expected* error:
+
+- the API: a `ValueError`/`TypeError` whose message carries `Received:` and
+  whose raising frame (the last frame of its traceback) is in `keras_vae/`, so
+  an error TensorFlow or Keras raised from its internals counts as a defect
+  even when its type is right; or a file error (`FileNotFoundError`, ...) not
+  raised from keras/tensorflow code;
+- the CLI: exit code 2 with exactly one non-empty line on stderr.
+
+Anything else is "uncaught"; a return without an error is a "silent success";
+both must be zero. Counts are of DISTINCT scenarios (the drawn parameters that
+define a case, not repeated random numbers) and print as `[fuzz] ...` lines
+(`-s`). The "ci" profile (tests/conftest.py) derandomizes Hypothesis, so the
+cases are the same on every run; `HYPOTHESIS_PROFILE=...` may pick another.
 """
 
 import io
 import os
-import random
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import keras_vae as kv
-from keras_vae import cli, runs
+from keras_vae import cli
+from keras_vae import config as config_schema
 
-EXPECTED = (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            IsADirectoryError, PermissionError)
+FILE_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
 SHAPE = (8, 8, 1)
+PACKAGE_DIR = os.path.dirname(os.path.abspath(kv.__file__)) + os.sep
+FOREIGN = (os.sep + "keras" + os.sep, os.sep + "tensorflow" + os.sep,
+           os.sep + "tensorflow_probability" + os.sep)
+
+
+def raising_frame(error):
+    """File name of the frame that raised `error` (the last frame of its traceback)."""
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename
+
+
+def judge(error):
+    """None when `error` is an expected, helpful error of ours; else why it is not."""
+    where = raising_frame(error)
+    if isinstance(error, FILE_ERRORS):
+        if any(f in where for f in FOREIGN):
+            return f"{type(error).__name__} leaked from {where}"
+        return None
+    if not isinstance(error, (ValueError, TypeError)):
+        return f"{type(error).__name__} from {where}: {str(error)[:160]}"
+    if not os.path.abspath(where).startswith(PACKAGE_DIR):
+        return f"{type(error).__name__} raised in {where} (not keras_vae): {str(error)[:160]}"
+    if "Received:" not in str(error):
+        return f"message without 'Received:': {str(error)[:160]}"
+    return None
 
 
 class Tally:
-    def __init__(self):
-        self.expected, self.uncaught, self.silent = 0, [], []
+    """Distinct scenarios per group, and the verdict for each."""
 
-    def run(self, label, fn):
+    def __init__(self, group):
+        self.group = group
+        self.expected, self.uncaught, self.silent = set(), {}, set()
+
+    def run(self, scenario, fn):
         try:
             fn()
-        except EXPECTED as e:
-            message = str(e)
-            if "Received" not in message and "expected" not in message.lower() \
-                    and not isinstance(e, (FileNotFoundError, FileExistsError)):
-                self.uncaught.append((label, f"unhelpful message: {message[:200]}"))
+        except Exception as e:  # noqa: BLE001 - every exception is judged
+            problem = judge(e)
+            if problem is None:
+                self.expected.add(scenario)
             else:
-                self.expected += 1
-        except SystemExit as e:  # argparse
-            if e.code == 2:
-                self.expected += 1
-            else:
-                self.uncaught.append((label, f"SystemExit({e.code})"))
-        except Exception as e:  # noqa: BLE001 - this is what we count
-            self.uncaught.append((label, f"{type(e).__name__}: {str(e)[:200]}"))
+                self.uncaught[scenario] = problem
         else:
-            self.silent.append(label)
+            self.silent.add(scenario)
 
-    def cli(self, label, argv):
+    def cli(self, scenario, argv, capsys):
+        capsys.readouterr()
         try:
             code = cli.main(argv)
-        except SystemExit as e:
+        except SystemExit as e:  # argparse
             code = e.code
         except Exception as e:  # noqa: BLE001
-            self.uncaught.append((label, f"{type(e).__name__}: {str(e)[:200]}"))
+            self.uncaught[scenario] = f"{type(e).__name__}: {str(e)[:160]}"
             return
-        if code == 2:
-            self.expected += 1
-        elif code == 0:
-            self.silent.append(label)
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        if code == 0:
+            self.silent.add(scenario)
+        elif code != 2 or len(lines) != 1:
+            self.uncaught[scenario] = f"exit {code}, stderr lines {lines[:3]}"
         else:
-            self.uncaught.append((label, f"exit {code}"))
+            self.expected.add(scenario)
 
-    def report(self, capsys, name):
+    def report(self, capsys):
+        total = len(self.expected) + len(self.uncaught) + len(self.silent)
         with capsys.disabled():
-            print(f"\n[fuzz] {name}: {self.expected} expected errors, "
-                  f"{len(self.uncaught)} uncaught, {len(self.silent)} silent successes")
-        assert not self.uncaught, self.uncaught[:40]
-        assert not self.silent, self.silent[:40]
-        assert self.expected > 0
+            print(f"\n[fuzz] {self.group}: {total} distinct scenarios, "
+                  f"{len(self.expected)} expected errors, {len(self.uncaught)} uncaught, "
+                  f"{len(self.silent)} silent successes")
+        assert not self.uncaught, sorted(self.uncaught.items())[:30]
+        assert not self.silent, sorted(self.silent)[:30]
+        assert len(self.expected) >= 10, self.expected
 
 
-def _bad_arrays(rng, count):
-    """Arrays that a model of data shape (8, 8, 1) with a Bernoulli likelihood must refuse."""
-    makers = [
-        lambda: rng.uniform(size=(rng.integers(1, 5), 8, 8)),                     # rank 3
-        lambda: rng.uniform(size=(rng.integers(1, 5), 8, 8, 1, 1)),               # rank 5
-        lambda: rng.uniform(size=(rng.integers(1, 5), rng.integers(1, 7), 8, 1)),  # height
-        lambda: rng.uniform(size=(rng.integers(1, 5), 8, 8, rng.integers(2, 4))),  # channels
-        lambda: rng.uniform(size=(64,)),                                           # flat
-        lambda: np.zeros((0, 8, 8, 1), "float32"),                                 # empty
-        lambda: _poke(rng, rng.uniform(size=(4, 8, 8, 1)), np.nan),
-        lambda: _poke(rng, rng.uniform(size=(4, 8, 8, 1)), np.inf),
-        lambda: _poke(rng, rng.uniform(size=(4, 8, 8, 1)), -rng.uniform(0.01, 10)),
-        lambda: _poke(rng, rng.uniform(size=(4, 8, 8, 1)), 1 + rng.uniform(0.01, 300)),
-        lambda: rng.integers(2, 256, size=(4, 8, 8, 1)).astype("uint8"),
-        lambda: np.full((2, 8, 8, 1), "x"),
-        lambda: np.array([[1, 2], [3]], dtype=object),
-        lambda: rng.uniform(size=(2, 8, 8, 1)) * 1j,
-        lambda: None,
-        lambda: {"x": rng.uniform(size=(2, 8, 8, 1))},
-        lambda: "digits",
-        lambda: float(rng.uniform()),
-    ]
-    for i in range(count):
-        yield i % len(makers), makers[i % len(makers)]()
+# ---------------------------------------------------------------------------
+# strategies
+# ---------------------------------------------------------------------------
+
+FLOAT_DTYPES = ("float16", "float32", "float64")
+FILLS = ("ok", "nan", "inf", "-inf", "negative", "above_one")
 
 
-def _poke(rng, x, value):
-    x = x.astype("float32")
-    x.flat[rng.integers(0, x.size)] = value
-    return x
+@st.composite
+def bad_data(draw):
+    """(scenario, x) that a model of data shape (8, 8, 1) with a Bernoulli likelihood
+    must refuse: wrong rank/shape, empty, non-finite or out-of-range values, wrong dtype,
+    or not an array at all."""
+    kind = draw(st.sampled_from(["array", "integers", "text", "complex", "not_array"]))
+    if kind == "not_array":
+        value = draw(st.sampled_from(["none", "str", "float", "dict", "ragged", "list"]))
+        x = {"none": None, "str": "digits", "float": 0.5, "dict": {"x": np.zeros((2,) + SHAPE)},
+             "ragged": np.array([[1, 2], [3]], dtype=object),
+             "list": [[0.0] * 8] * 8}[value]
+        return ("not_array", value), x
+    batch = draw(st.integers(0, 3))
+    tail = draw(st.one_of(st.just(SHAPE), st.lists(st.integers(1, 9), max_size=4).map(tuple)))
+    shape = (batch,) + tail
+    if kind == "array":
+        dtype, fill = draw(st.sampled_from(FLOAT_DTYPES)), draw(st.sampled_from(FILLS))
+        if fill == "ok" and batch >= 1 and tail == SHAPE:
+            fill = draw(st.sampled_from(FILLS[1:]))      # the only valid combination
+        if fill != "ok" and (batch == 0 or not tail):
+            fill = "ok"  # nothing to poke; the shape is what is wrong
+        x = np.random.default_rng(len(shape)).uniform(size=shape).astype(dtype)
+        if fill != "ok":
+            value = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "negative": -0.5,
+                     "above_one": draw(st.sampled_from([1.5, 2.0, 300.0]))}[fill]
+            x.flat[draw(st.integers(0, x.size - 1))] = value
+        return ("array", shape, dtype, fill), x
+    if kind == "integers":  # pixels 2..255: outside a Bernoulli's [0, 1]
+        assume_shape = shape if batch and tail else (2,) + SHAPE
+        dtype = draw(st.sampled_from(["uint8", "int32", "int64"]))
+        x = np.full(assume_shape, draw(st.sampled_from([2, 17, 255])), dtype)
+        return ("integers", assume_shape, dtype), x
+    if kind == "text":
+        return ("text", shape), np.full(shape, "a")
+    return ("complex", shape), np.zeros(shape, "complex64") + 0.5j
 
+
+BAD_INTS = st.one_of(st.integers(max_value=0), st.floats(allow_nan=True).filter(
+    lambda v: not float(v).is_integer() if np.isfinite(v) else True),
+    st.text(max_size=3), st.none(), st.booleans(), st.lists(st.integers(1, 3), max_size=2))
+BAD_NONNEG = st.one_of(st.floats(max_value=-1e-12), st.just(float("nan")),
+                       st.just(float("inf")), st.text(max_size=3), st.none(),
+                       st.lists(st.floats(0, 1), max_size=2))
+BAD_NAMES = st.one_of(st.text(max_size=8), st.integers(), st.none())
+
+
+def _vae(**kwargs):
+    return kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)), **kwargs)
+
+
+# (constructor label, argument strategy, factory): every drawn value must be refused.
+CONSTRUCTORS = [
+    ("MLPEncoder(latent_dim)", BAD_INTS, lambda v: kv.MLPEncoder(v)),
+    ("ConvEncoder(latent_dim)", BAD_INTS, lambda v: kv.ConvEncoder(v)),
+    ("MLPEncoder(hidden=(v,))", BAD_INTS, lambda v: kv.MLPEncoder(2, hidden=(v,))),
+    ("VAE(num_samples)", BAD_INTS, lambda v: _vae(num_samples=v)),
+    ("KLWarmup(steps)", BAD_INTS, lambda v: kv.KLWarmup(steps=v)),
+    ("MixturePrior(num_components)", BAD_INTS, lambda v: kv.MixturePrior(2, num_components=v)),
+    ("VAE(beta)", BAD_NONNEG, lambda v: _vae(beta=v)),
+    ("VAE(free_bits)", BAD_NONNEG, lambda v: _vae(free_bits=v)),
+    ("GaussianLikelihood(scale)", st.one_of(BAD_NONNEG, st.just(0.0)),
+     lambda v: kv.GaussianLikelihood((4,), scale=v)),
+    ("KLWarmup(target)", BAD_NONNEG, lambda v: kv.KLWarmup(10, target=v)),
+    ("MLPDecoder(output_shape)",
+     st.one_of(st.just(()), st.lists(st.integers(max_value=0), min_size=1, max_size=3).map(tuple),
+               st.tuples(st.floats(0.1, 9).filter(lambda v: not v.is_integer())),
+               st.tuples(st.text(min_size=1, max_size=2)), st.none()),
+     lambda v: kv.MLPDecoder(v)),
+    ("MLPDecoder(likelihood)", BAD_NAMES.filter(
+        lambda v: v not in kv.likelihoods.LIKELIHOODS if hasattr(kv.likelihoods, "LIKELIHOODS")
+        else v not in ("bernoulli", "gaussian", "gaussian_learned", "continuous_bernoulli")),
+     lambda v: kv.MLPDecoder((4,), likelihood=v)),
+    ("MLPEncoder(posterior)", BAD_NAMES.filter(
+        lambda v: v not in ("diagonal", "full", "point_mass")),
+     lambda v: kv.MLPEncoder(2, posterior=v)),
+    ("VAE(objective)", BAD_NAMES.filter(lambda v: v not in ("elbo", "iwae")),
+     lambda v: _vae(objective=v)),
+    ("VAE(prior)", BAD_NAMES.filter(lambda v: v is not None
+                                    and v not in ("standard_normal", "mixture")),
+     lambda v: _vae(prior=v)),
+    ("VAE(analytic_kl)", st.one_of(st.text(max_size=3), st.integers(), st.none()),
+     lambda v: _vae(analytic_kl=v)),
+    ("VAE(seed)", st.one_of(st.text(max_size=3), st.floats(0.1, 9).filter(
+        lambda v: not v.is_integer()), st.lists(st.integers(), max_size=2)),
+     lambda v: _vae(seed=v)),
+    ("VAE(iwae, free_bits)", st.floats(1e-6, 10), lambda v: _vae(objective="iwae", free_bits=v)),
+    ("VAE(mixture prior of other size)", st.integers(1, 6).filter(lambda d: d != 2),
+     lambda v: _vae(prior=kv.MixturePrior(v))),
+    ("VAE(encoder)", st.sampled_from(["enc", None, 3, "MLPEncoder"]),
+     lambda v: kv.VAE(v, kv.MLPDecoder((4,)))),
+    ("VAE(decoder)", st.sampled_from(["dec", None, 3]), lambda v: kv.VAE(kv.MLPEncoder(2), v)),
+    ("KLWarmup(schedule)", BAD_NAMES.filter(lambda v: v not in ("linear", "cyclical")),
+     lambda v: kv.KLWarmup(10, schedule=v)),
+    ("KLWarmup(ratio)", st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0001)),
+     lambda v: kv.KLWarmup(10, schedule="cyclical", ratio=v)),
+    ("ConvDecoder(flat)", st.integers(1, 64), lambda v: kv.ConvDecoder((v,))),
+]
+
+
+# ---------------------------------------------------------------------------
+# the groups
+# ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def vae():
@@ -110,189 +232,335 @@ def vae():
     return model
 
 
-def test_fuzz_model_data_entry_points(vae, capsys):
-    rng = np.random.default_rng(0)
-    tally = Tally()
-    methods = {
+def _methods(vae):
+    good = np.zeros((2,) + SHAPE, "float32")
+    return {
         "fit": lambda x: vae.fit(x, epochs=1, verbose=0),
         "evaluate": lambda x: vae.evaluate(x, verbose=0),
         "predict": lambda x: vae.predict(x, verbose=0),
         "encode": vae.encode,
         "reconstruct": vae.reconstruct,
-        "fit(validation_data)": lambda x: vae.fit(np.zeros((2, 8, 8, 1), "float32"),
-                                                  validation_data=(x,), epochs=1, verbose=0),
+        "fit(validation_data)": lambda x: vae.fit(good, validation_data=(x,), epochs=1,
+                                                  verbose=0),
     }
-    for kind, x in _bad_arrays(rng, 180):
-        for name, method in methods.items():
-            tally.run(f"{name}/maker{kind}", lambda m=method, x=x: m(x))
-    tally.report(capsys, "model data entry points")
+
+
+def test_fuzz_model_data_entry_points(vae, capsys):
+    tally, methods = Tally("model data entry points"), _methods(vae)
+
+    @settings(max_examples=300)
+    @given(method=st.sampled_from(sorted(methods)), case=bad_data())
+    def check(method, case):
+        scenario, x = case
+        tally.run((method,) + scenario, lambda: methods[method](x))
+
+    check()
+    tally.report(capsys)
+
+
+@st.composite
+def bad_latents(draw):
+    kind = draw(st.sampled_from(["width", "rank", "nonfinite", "text", "none"]))
+    if kind == "width":
+        width = draw(st.integers(1, 6).filter(lambda w: w != 2))
+        return ("width", width), np.zeros((3, width), "float32")
+    if kind == "rank":
+        shape = draw(st.sampled_from([(), (2, 0), (0,)]))  # [..., 2] of any rank >= 1 is valid
+        return ("rank", shape), np.zeros(shape, "float32")
+    if kind == "nonfinite":
+        value = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        z = np.zeros((3, 2), "float32")
+        z.flat[draw(st.integers(0, 5))] = value
+        return ("nonfinite", str(value)), z
+    if kind == "text":
+        return ("text",), np.full((3, 2), "a")
+    return ("none",), None
 
 
 def test_fuzz_latents_and_sampling(vae, capsys):
-    rng = np.random.default_rng(1)
-    tally = Tally()
-    for i in range(60):
-        choice = i % 6
-        if choice == 0:
-            z = rng.normal(size=(3, int(rng.choice([1, 3, 4, 10]))))
-        elif choice == 1:
-            z = _poke(rng, rng.normal(size=(3, 2)), np.nan)
-        elif choice == 2:
-            z = np.float32(rng.normal())
-        elif choice == 3:
-            z = np.full((3, 2), "a")
-        elif choice == 4:
-            z = _poke(rng, rng.normal(size=(2, 3, 2)), -np.inf)
-        else:
-            z = None
-        tally.run(f"decode/{choice}", lambda z=z: vae.decode(z))
-    for n in (0, -1, -100, 1.5, "3", None, True, 2.0, [4], np.array([2, 3])):
-        tally.run(f"sample({n!r})", lambda n=n: vae.sample(n, seed=0))
-    tally.report(capsys, "latents and sampling")
+    tally = Tally("latents and sampling")
+
+    @settings(max_examples=40)
+    @given(case=bad_latents())
+    def decode(case):
+        scenario, z = case
+        tally.run(("decode",) + scenario, lambda: vae.decode(z))
+
+    @settings(max_examples=40)
+    @given(n=st.one_of(st.integers(max_value=0), st.floats(0.1, 9).filter(
+        lambda v: not v.is_integer()), st.text(max_size=2), st.none(), st.booleans(),
+        st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+    def sample(n):
+        tally.run(("sample", repr(n)), lambda: vae.sample(n, seed=0))
+
+    decode()
+    sample()
+    tally.report(capsys)
 
 
 def test_fuzz_constructors(capsys):
-    rng = random.Random(2)
-    bad_ints = [0, -1, -7, 2.5, "4", None, True, [2], float("nan")]
-    bad_floats = [-1.0, -1e-9, float("nan"), float("inf"), "x", None, [1.0]]
-    tally = Tally()
-    cases = []
-    for v in bad_ints:
-        cases += [
-            (f"MLPEncoder(latent_dim={v!r})", lambda v=v: kv.MLPEncoder(v)),
-            (f"ConvEncoder(latent_dim={v!r})", lambda v=v: kv.ConvEncoder(v)),
-            (f"MLPEncoder(hidden=({v!r},))", lambda v=v: kv.MLPEncoder(2, hidden=(v,))),
-            (f"VAE(num_samples={v!r})",
-             lambda v=v: kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)), num_samples=v)),
-            (f"KLWarmup(steps={v!r})", lambda v=v: kv.KLWarmup(steps=v)),
-            (f"MixturePrior(num_components={v!r})",
-             lambda v=v: kv.MixturePrior(2, num_components=v)),
-        ]
-    for v in bad_floats:
-        cases += [
-            (f"VAE(beta={v!r})", lambda v=v: kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)), beta=v)),
-            (f"VAE(free_bits={v!r})",
-             lambda v=v: kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)), free_bits=v)),
-            (f"GaussianLikelihood(scale={v!r})", lambda v=v: kv.GaussianLikelihood((4,), scale=v)),
-            (f"KLWarmup(target={v!r})", lambda v=v: kv.KLWarmup(10, target=v)),
-        ]
-    for shape in [(), (0,), (-1, 3), (2.5,), ("a",), None, (8, 8, 0)]:
-        cases.append((f"MLPDecoder(output_shape={shape!r})", lambda s=shape: kv.MLPDecoder(s)))
-    for name in ["poisson", "", "BERNOULLI", None, 3]:
-        cases.append((f"likelihood={name!r}", lambda n=name: kv.MLPDecoder((4,), likelihood=n)))
-        cases.append((f"posterior={name!r}", lambda n=name: kv.MLPEncoder(2, posterior=n)))
-        cases.append((f"objective={name!r}",
-                      lambda n=name: kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)), objective=n)))
-        if name is not None:  # None is the standard normal prior / a linear activation
-            cases.append((f"prior={name!r}",
-                          lambda n=name: kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)), prior=n)))
-            cases.append((f"activation={name!r}", lambda n=name: kv.MLPEncoder(2, activation=n)))
-    cases += [
-        ("VAE(encoder=str)", lambda: kv.VAE("enc", kv.MLPDecoder((4,)))),
-        ("VAE(decoder=None)", lambda: kv.VAE(kv.MLPEncoder(2), None)),
-        ("VAE(seed='a')", lambda: kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)), seed="a")),
-        ("VAE(analytic_kl='yes')",
-         lambda: kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)), analytic_kl="yes")),
-        ("VAE(iwae, free_bits)", lambda: kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)),
-                                                objective="iwae", free_bits=0.5)),
-        ("ConvDecoder(flat)", lambda: kv.ConvDecoder((16,))),
-        ("ConvEncoder on flat data", lambda: kv.VAE(kv.ConvEncoder(2), kv.MLPDecoder((16,)))),
-        ("KLWarmup(schedule)", lambda: kv.KLWarmup(10, schedule="cosine")),
-        ("KLWarmup(ratio=2)", lambda: kv.KLWarmup(10, schedule="cyclical", ratio=2.0)),
-        ("mixture prior latent mismatch", lambda: kv.VAE(kv.MLPEncoder(2), kv.MLPDecoder((4,)),
-                                                         prior=kv.MixturePrior(3))),
-    ]
-    rng.shuffle(cases)
-    for label, make in cases:
-        tally.run(label, make)
-    tally.report(capsys, "constructors")
+    tally = Tally("constructors")
+
+    @settings(max_examples=400)
+    @given(index=st.integers(0, len(CONSTRUCTORS) - 1), data=st.data())
+    def check(index, data):
+        label, values, make = CONSTRUCTORS[index]
+        value = data.draw(values)
+        tally.run((label, repr(value)), lambda: make(value))
+
+    check()
+    tally.report(capsys)
+
+
+@st.composite
+def bad_files(draw, root):
+    kind = draw(st.sampled_from(["random_npz", "truncated_npz", "random_npy", "object_npy",
+                                 "wrong_keys", "nan_npz", "bad_image", "empty_dir", "missing",
+                                 "zip_garbage", "wrong_rank"]))
+    n = len(os.listdir(root))
+    path = os.path.join(root, f"f{n}")
+    rng = np.random.default_rng(n)
+    if kind == "random_npz":
+        size = draw(st.integers(0, 400))
+        path += ".npz"
+        with open(path, "wb") as f:
+            f.write(rng.bytes(size))
+        return (kind, size), path
+    if kind == "truncated_npz":
+        good = io.BytesIO()
+        np.savez(good, x_train=rng.uniform(size=(20, 4, 4)), x_test=rng.uniform(size=(5, 4, 4)))
+        cut = draw(st.integers(1, len(good.getvalue()) - 1))
+        path += ".npz"
+        with open(path, "wb") as f:
+            f.write(good.getvalue()[:cut])
+        return (kind, cut), path
+    if kind == "random_npy":
+        size = draw(st.integers(1, 300))
+        path += ".npy"
+        with open(path, "wb") as f:
+            f.write(rng.bytes(size))
+        return (kind, size), path
+    if kind == "object_npy":
+        path += ".npy"
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        return (kind,), path
+    if kind == "wrong_keys":
+        keys = draw(st.lists(st.sampled_from(["weights", "other", "y_train", "y", "X"]),
+                             min_size=1, max_size=3, unique=True))
+        path += ".npz"
+        np.savez(path, **{k: np.zeros((3, 3)) for k in keys})
+        return (kind, tuple(keys)), path
+    if kind == "nan_npz":
+        where = draw(st.sampled_from(["x_train", "x_test"]))
+        arrays = {"x_train": np.zeros((3, 4, 4)), "x_test": np.zeros((2, 4, 4))}
+        arrays[where][0, 0, 0] = draw(st.sampled_from([np.nan, np.inf]))
+        path += ".npz"
+        np.savez(path, **arrays)
+        return (kind, where, str(arrays[where][0, 0, 0])), path
+    if kind == "wrong_rank":
+        shape = draw(st.sampled_from([(5,), (2, 3, 4, 5, 6), (0, 4, 4)]))
+        path += ".npy"
+        np.save(path, np.zeros(shape, "float32"))
+        return (kind, shape), path
+    if kind == "bad_image":
+        os.mkdir(path)
+        ext = draw(st.sampled_from(["png", "jpg", "bmp"]))
+        with open(os.path.join(path, "a." + ext), "wb") as f:
+            f.write(rng.bytes(draw(st.integers(0, 200))))
+        return (kind, ext), path
+    if kind == "empty_dir":
+        os.mkdir(path)
+        return (kind,), path
+    if kind == "missing":
+        return (kind, draw(st.sampled_from([".npz", ".npy", ""]))), path + "-missing.npz"
+    path += ".npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x_train.npy", rng.bytes(draw(st.integers(0, 128))))
+    return (kind,), path
 
 
 def test_fuzz_data_files(tmp_path, capsys):
-    rng = np.random.default_rng(3)
-    tally = Tally()
-    good = io.BytesIO()
-    np.savez(good, x_train=rng.uniform(size=(20, 4, 4)), x_test=rng.uniform(size=(5, 4, 4)))
-    good = good.getvalue()
-    for i in range(60):
-        kind = i % 10
-        path = tmp_path / f"f{i}.npz"
-        if kind == 0:
-            path.write_bytes(rng.bytes(int(rng.integers(0, 2000))))
-        elif kind == 1:
-            path.write_bytes(good[: int(rng.integers(1, len(good) - 1))])
-        elif kind == 2:
-            path = tmp_path / f"f{i}.npy"
-            path.write_bytes(rng.bytes(int(rng.integers(1, 300))))
-        elif kind == 3:
-            path = tmp_path / f"f{i}.npy"
-            np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-        elif kind == 4:
-            np.savez(path, weights=rng.uniform(size=(3, 3)), other=np.zeros(2))
-        elif kind == 5:
-            np.savez(path, x_train=np.full((3, 4, 4), np.nan), x_test=np.zeros((2, 4, 4)))
-        elif kind == 6:
-            folder = tmp_path / f"imgs{i}"
-            folder.mkdir()
-            (folder / "a.png").write_bytes(rng.bytes(100))
-            path = folder
-        elif kind == 7:
-            path = tmp_path / f"empty{i}"
-            path.mkdir()
-        elif kind == 8:
-            path = tmp_path / f"missing{i}.npz"
+    tally = Tally("data files")
+    root = str(tmp_path)
+
+    @settings(max_examples=120)
+    @given(case=bad_files(root))
+    def files(case):
+        scenario, path = case
+        tally.run(("load",) + scenario, lambda: kv.data.load(path))
+
+    @settings(max_examples=20)
+    @given(name=st.text(max_size=12).filter(
+        lambda s: s not in ("digits", "fashion_mnist", "mnist") and not os.path.exists(s)),
+        binarize=st.sampled_from([None, "yes", True, 1, "Dynamic"]))
+    def names(name, binarize):
+        if binarize is None:
+            tally.run(("load(name)", name), lambda: kv.data.load(name, download=False))
         else:
-            with zipfile.ZipFile(path, "w") as z:
-                z.writestr("x.npy", rng.bytes(64))
-        tally.run(f"load/kind{kind}", lambda p=str(path): kv.data.load(p))
-    for name in ("fashion-mnist", "cifar10", "", "mnist "):
-        tally.run(f"load({name!r})", lambda n=name: kv.data.load(n, download=False))
-    for b in ("yes", True, 1, "Dynamic"):
-        tally.run(f"binarize={b!r}", lambda b=b: kv.data.load("digits", binarize=b))
-    tally.report(capsys, "data files")
+            tally.run(("load(binarize)", repr(binarize)),
+                      lambda: kv.data.load("digits", binarize=binarize))
+
+    files()
+    names()
+    tally.report(capsys)
 
 
-def test_fuzz_config_and_cli(tmp_path, capsys):
-    rng = random.Random(4)
-    tally = Tally()
-    bad_values = {
-        "latent_dim": [0, -2, 1.5, "two", None, True], "epochs": [0, -1, 2.5, "x", False],
-        "batch_size": [0, -64, 1e9 + 0.5, "64"], "learning_rate": [0, -1e-3, "fast", None],
-        "likelihood": ["poisson", "", 3], "model": ["gan", "VAE"], "objective": ["kl", None],
-        "binarize": ["always", True], "architecture": ["rnn"], "prior": ["laplace"],
-        "corruption": ["blur"], "num_samples": [0, -5], "eval_samples": [0, "many"],
-    }
-    for key, values in bad_values.items():
-        for value in values:
-            if value is None:
-                continue  # None means "not given" for overrides
-            tally.run(f"config {key}={value!r}",
-                      lambda k=key, v=value: runs.resolve_config({k: v}))
-    flags = {
-        "--epochs": ["-1", "0", "x", "1.5"], "--latent-dim": ["0", "-3", "a"],
-        "--batch-size": ["0", "-1", "big"], "--learning-rate": ["fast", "-1", "0"],
-        "--likelihood": ["poisson", "x"], "--model": ["gan"], "--objective": ["kl"],
-        "--hidden": ["a,b", "16,,x", "-1"], "--num-samples": ["0", "x"],
-        "--architecture": ["rnn"], "--tflite": [], "--seed": ["s"],
-        "--data": [str(tmp_path / "nope.npz"), str(tmp_path)],
-        "--config": [str(tmp_path / "nope.json")],
-    }
+def _bad_value(option):
+    """Strategy of values `config.validate` must refuse for `option`."""
+    kind = option.kind
+    null = st.none() if not option.nullable else st.nothing()
+    if kind == "str":
+        return st.one_of(st.just(""), st.integers(), st.floats(), st.lists(st.text(), max_size=1),
+                         null)
+    if kind in ("int", "count"):
+        low = 0 if kind == "int" else -1
+        return st.one_of(st.integers(max_value=low), st.integers(min_value=option.maximum + 1),
+                         st.floats(0.1, 50).filter(lambda v: not v.is_integer()),
+                         st.text(max_size=3), st.booleans(), null)
+    if kind in ("float", "nonneg", "fraction"):
+        out = [st.floats(max_value=-1e-9), st.just(float("nan")), st.just(float("inf")),
+               st.text(max_size=3), null]
+        if kind == "float":
+            out.append(st.just(0.0))
+        if kind == "fraction":
+            out.append(st.floats(min_value=1.0001, allow_infinity=False))
+        return st.one_of(*out)
+    if kind == "bool":
+        return st.one_of(st.text(max_size=3), st.floats(0.1, 9),
+                         st.lists(st.booleans(), max_size=1), null)
+    if kind == "seed":
+        return st.one_of(st.text(min_size=1, max_size=3), st.floats(0.1, 9).filter(
+            lambda v: not v.is_integer()), st.integers(max_value=-1), null)
+    if kind == "choice":
+        allowed = option.allowed()
+        return st.one_of(st.text(max_size=6), st.integers()).filter(lambda v: v not in allowed)
+    if kind == "auto_bool":
+        return st.one_of(st.text(max_size=4).filter(lambda v: v != "auto"), st.integers(),
+                         null)
+    if kind == "ints":
+        return st.one_of(st.just([]), st.integers(1, 3), st.text(max_size=2),
+                         st.lists(st.integers(max_value=0), min_size=1, max_size=2), null)
+    allowed = option.allowed()
+    return st.one_of(st.text(max_size=2), st.lists(st.text(max_size=5).filter(
+        lambda v: v not in allowed), min_size=1, max_size=2),
+        st.just([allowed[0], allowed[0]]), null)
+
+
+OPTIONS = list(config_schema.OPTIONS)
+
+
+def test_fuzz_config_dicts(capsys):
+    tally = Tally("config dicts")
+
+    @settings(max_examples=300)
+    @given(index=st.integers(0, len(OPTIONS) - 1), data=st.data())
+    def values(index, data):
+        option = OPTIONS[index]
+        value = data.draw(_bad_value(option))
+        tally.run((option.key, option.kind, repr(value)),
+                  lambda: config_schema.validate({option.key: value}))
+
+    @settings(max_examples=30)
+    @given(config=st.one_of(
+        st.dictionaries(st.text(max_size=8).filter(lambda k: k not in config_schema._BY_KEY),
+                        st.integers(), min_size=1, max_size=2),
+        st.lists(st.integers(), max_size=2), st.text(max_size=3), st.none(),
+        st.sampled_from([{"tied": True}, {"stacked": True}, {"model": "ae", "objective": "iwae"},
+                         {"model": "dae", "objective": "iwae"}])))
+    def shapes(config):
+        tally.run(("config", repr(config)), lambda: config_schema.validate(config))
+
+    values()
+    shapes()
+    tally.report(capsys)
+
+
+def _bad_flag_text(option):
+    """Text for `option`'s flag that the CLI must refuse."""
+    kind = option.kind
+    if kind in ("int", "count"):
+        return st.sampled_from(["-1", "x", "1.5", "", str(option.maximum + 1)]
+                               + (["0"] if kind == "int" else []))
+    if kind in ("float", "nonneg", "fraction"):
+        return st.sampled_from(["fast", "-1", "nan", "inf", ""] + (["0"] if kind == "float"
+                                                                      else []))
+    if kind == "choice":
+        allowed = [a for a in option.allowed() if a is not None]
+        return st.text(alphabet="abcxyz_", min_size=1, max_size=6).filter(
+            lambda v: v not in allowed)
+    if kind == "ints":
+        return st.sampled_from(["a,b", "16,,x", "-1", "0", ""])
+    if kind == "choices":
+        return st.sampled_from(["float64", "int4,float32", "float32,float32"])
+    if kind == "seed":
+        return st.sampled_from(["s", "1.5", "-1"])
+    return st.nothing()
+
+
+FLAG_OPTIONS = [o for o in OPTIONS if o.kind not in ("str", "bool", "auto_bool")]
+
+
+def test_fuzz_cli_argv_one_line_exit_2(tmp_path, capsys):
+    """Bad flags end with exit 2 and exactly one non-empty stderr line; nothing is written."""
+    tally = Tally("CLI argv")
     bad_cfg = tmp_path / "bad.json"
     bad_cfg.write_text("[1, 2")
-    flags["--config"].append(str(bad_cfg))
-    argvs = []
-    for flag, values in flags.items():
-        for value in values:
-            argvs.append(["train", str(tmp_path / f"run{len(argvs)}"), flag, value])
-    argvs += [["train", "--resume", "--overwrite"], ["train", "--no-such-flag"], [],
-              ["evaluate"], ["evaluate", str(tmp_path / "none")], ["sample", str(tmp_path)],
-              ["plot", str(tmp_path / "none")], ["export", str(tmp_path), "--out"],
-              ["export", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
-              ["sample", str(tmp_path / "none"), "-n", "x"], ["--quiet"], ["train", "-n", "3"],
-              ["train", str(tmp_path / "fresh"), "--resume"]]
-    rng.shuffle(argvs)
-    for argv in argvs:
-        tally.cli(" ".join(argv), ["--quiet", *argv] if argv and rng.random() < 0.5 else argv)
-    # nothing was created by refused commands
-    assert not any(n.startswith("run") for n in os.listdir(tmp_path)), os.listdir(tmp_path)
-    tally.report(capsys, "config and CLI")
+    fixed = [["train", "--resume", "--overwrite"], ["train", "--no-such-flag"], [],
+             ["evaluate"], ["evaluate", str(tmp_path / "none")], ["sample", str(tmp_path)],
+             ["plot", str(tmp_path / "none")], ["export", str(tmp_path), "--out"],
+             ["export", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+             ["sample", str(tmp_path / "none"), "-n", "x"], ["--quiet"], ["train", "-n", "3"],
+             ["train", str(tmp_path / "fresh"), "--resume"],
+             ["train", str(tmp_path / "runc"), "--config", str(bad_cfg)],
+             ["train", str(tmp_path / "rund"), "--config", str(tmp_path / "nope.json")],
+             ["train", str(tmp_path / "rune"), "--data", str(tmp_path / "nope.npz")]]
+
+    @settings(max_examples=120)
+    @given(index=st.integers(0, len(FLAG_OPTIONS) - 1), data=st.data(), quiet=st.booleans())
+    def flags(index, data, quiet):
+        option = FLAG_OPTIONS[index]
+        text = data.draw(_bad_flag_text(option))
+        argv = ["train", str(tmp_path / "run"), f"{option.flag}={text}"]
+        tally.cli((option.key, text, quiet), (["--quiet"] if quiet else []) + argv, capsys)
+
+    flags()
+    for argv in fixed:
+        tally.cli(("fixed", *argv), argv, capsys)
+    created = [n for n in os.listdir(tmp_path) if n.startswith("run")]
+    assert not created, created
+    tally.report(capsys)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "RUN", "--epochs", "0"],
+    ["train", "RUN", "--likelihood", "poisson"],
+    ["train", "RUN", "--data", "NOPE.npz"],
+])
+def test_cli_bad_input_is_one_stderr_line_and_exit_2_in_a_fresh_process(tmp_path, argv):
+    """The README's claim end to end: a real `keras-vae` process (TensorFlow's own logging
+    included) prints exactly one non-empty line on stderr and exits with 2."""
+    argv = [a.replace("RUN", str(tmp_path / "run")).replace("NOPE", str(tmp_path / "nope"))
+            for a in argv]
+    proc = subprocess.run([sys.executable, "-m", "keras_vae", *argv], capture_output=True,
+                          text=True, timeout=180, env={k: v for k, v in os.environ.items()
+                                            if k != "TF_CPP_MIN_LOG_LEVEL"})  # as a user has it
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("keras-vae"), lines
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_judge_rejects_errors_raised_inside_tensorflow_or_keras():
+    """The check itself can fail: TF's own ValueError (right type, even 'Received') is a defect."""
+    import keras
+    import tensorflow as tf
+
+    with pytest.raises(Exception) as tf_error:
+        tf.reshape(tf.zeros((2, 3)), (4, 4))
+    assert judge(tf_error.value) is not None
+    with pytest.raises(ValueError) as keras_error:
+        keras.layers.Dense(-1)
+    assert "Received" in str(keras_error.value) and judge(keras_error.value) is not None
+    with pytest.raises(ValueError) as ours:
+        kv.MLPEncoder(0)
+    assert judge(ours.value) is None

@@ -126,3 +126,79 @@ def test_launch_refuses_a_non_empty_run_dir(launched):
 def test_launch_rejects_bad_worker_count(tmp_path):
     with pytest.raises(ValueError, match="Received: workers=0"):
         distributed.launch({"data": "digits"}, str(tmp_path / "run"), workers=0)
+
+
+def _held(port):
+    """True when a plain bind to `port` fails: someone holds it."""
+    import socket
+    probe = socket.socket()
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError:
+        return True
+    finally:
+        probe.close()
+    return False
+
+
+def test_reserved_ports_are_never_handed_out_yet_a_reuseaddr_server_binds_them():
+    import socket
+    reserved = distributed._reserve_ports(2)
+    try:
+        ports = {s.getsockname()[1] for s in reserved}
+        assert len(ports) == 2
+        others = [socket.socket() for _ in range(300)]
+        try:
+            for o in others:
+                o.bind(("127.0.0.1", 0))
+                assert o.getsockname()[1] not in ports
+        finally:
+            for o in others:
+                o.close()
+        for port in ports:  # what a worker's gRPC server does (it sets SO_REUSEADDR)
+            server = socket.socket()
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", port))
+            server.listen(1)
+            server.close()
+    finally:
+        for s in reserved:
+            s.close()
+
+
+def test_launch_holds_each_port_until_the_workers_are_done(tmp_path, monkeypatch):
+    """No window between choosing the ports and the workers' bind: every port in
+    TF_CONFIG is still held while each worker starts, and released afterwards."""
+    seen = []
+
+    class FakeWorker:
+        def __init__(self, cmd, env, **kwargs):
+            cluster = json.loads(env["TF_CONFIG"])
+            ports = [int(a.rsplit(":", 1)[1]) for a in cluster["cluster"]["worker"]]
+            seen.append((ports, [_held(p) for p in ports]))
+            index = cluster["task"]["index"]
+            with open(os.path.join(cmd[3], "workers", f"worker-{index}.json"), "w") as f:
+                json.dump({"index": index}, f)
+            self.pid, self.returncode = 0, 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(distributed.subprocess, "Popen", FakeWorker)
+    results = distributed.launch({"data": "digits"}, str(tmp_path / "run"), workers=2)
+    assert [r["index"] for r in results] == [0, 1]
+    assert [held for _, held in seen] == [[True, True], [True, True]]
+    assert not any(_held(p) for p in seen[0][0])
+
+
+def test_loopback_is_exempt_from_proxies_in_tests_and_their_subprocesses():
+    """conftest.loopback_without_proxy: with http_proxy set by CI, urllib/gRPC to
+    127.0.0.1 (here and in worker processes, which inherit os.environ) skip the proxy."""
+    import urllib.request
+
+    assert not any(os.environ.get(k) for k in ("http_proxy", "https_proxy", "HTTP_PROXY",
+                                                "HTTPS_PROXY", "grpc_proxy"))
+    for name in ("no_proxy", "NO_PROXY"):
+        assert {"127.0.0.1", "localhost"} <= set(os.environ[name].split(","))
+    assert "http" not in urllib.request.getproxies()
+    assert urllib.request.proxy_bypass_environment("127.0.0.1")
