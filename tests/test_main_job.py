@@ -49,14 +49,28 @@ def test_log_likelihood_and_elbo_are_where_the_readme_says(job):
     assert 0 < m["log_likelihood"] - m["elbo"] < MAX_ELBO_GAP
     assert m["num_samples"] == 1000 and m["num_examples"] == 300
     assert abs(m["elbo"] + m["reconstruction"] + m["kl"]) < 1e-3  # elbo = -(rec + kl)
+    assert 1.7 < m["kl"] < 2.6, m["kl"]                            # "KL 2.16"
 
 
 def test_latent_space_beats_pca_as_the_readme_says(job):
+    """README: 2 active units of 2; 5-NN accuracy 0.72 latent (at least 0.68) vs 0.58 PCA;
+    reconstruction error 2.6 vs 3.3 for PCA. PCA is deterministic: its numbers must round
+    to the quoted ones; the VAE's lie within stated bands."""
     m = job["metrics"]
-    assert m["active_units"] == 2
-    assert m["knn_accuracy_latent"] >= 0.68 and m["knn_accuracy_pca"] <= 0.62   # 0.71 vs 0.58
-    assert m["model_reconstruction_error"] < 2.9 < 3.1 < m["pca_reconstruction_error"]  # 2.6/3.3
-    assert m["imputation_mse"] < 0.06 < 0.065 < m["imputation_mse_mean_fill"]  # 0.05 vs 0.07
+    assert m["active_units"] == 2 and m["latent_dim"] == 2
+    assert round(m["knn_accuracy_pca"], 2) == 0.58, m["knn_accuracy_pca"]
+    assert 0.68 <= m["knn_accuracy_latent"] <= 0.76, m["knn_accuracy_latent"]
+    assert round(m["pca_reconstruction_error"], 1) == 3.3, m["pca_reconstruction_error"]
+    assert 2.4 <= m["model_reconstruction_error"] <= 2.8, m["model_reconstruction_error"]
+
+
+def test_imputation_beats_mean_filling_as_the_readme_says(job):
+    """README: imputing a hidden half of each image: squared error 0.05 vs 0.07."""
+    m = job["metrics"]
+    assert m["imputation_missing_fraction"] == 0.5
+    assert round(m["imputation_mse_mean_fill"], 2) == 0.07, m["imputation_mse_mean_fill"]
+    assert 0.04 <= m["imputation_mse"] <= 0.06, m["imputation_mse"]
+    assert m["imputation_mse"] < 0.85 * m["imputation_mse_mean_fill"]
 
 
 def test_the_run_folder_holds_every_picture_and_export(job):
