@@ -8,6 +8,7 @@ builds and compiles the model it describes. Both take a validated config
 """
 
 import keras
+import numpy as np
 
 __all__ = ["build_model", "load_data"]
 
@@ -19,12 +20,45 @@ def _likelihood(config, data_shape):
     return config["likelihood"]
 
 
+def _check_resources(config, data_shape):
+    """Refuses an MLP model + training step that do not fit in memory (nothing built yet).
+
+    Conservative where the exact count needs a constructed head: the
+    likelihood is taken at two numbers per data element (the most any
+    registered likelihood uses), the full-covariance posterior at d + d(d+1)/2.
+    """
+    from keras_vae import resources
+    if config["architecture"] == "conv" and config["model"] == "vae":
+        return  # the conv networks check their own parameters before building them
+    d = config["latent_dim"]
+    posterior = d * (d + 3) // 2 if config["posterior"] == "full" else 2 * d
+    num_samples = config["num_samples"] if config["model"] == "vae" else 1
+    resources.check_training(data_shape, d, config["hidden"], config["batch_size"],
+                             num_samples, posterior_params=posterior,
+                             likelihood_params=2 * int(np.prod(data_shape)))
+
+
 def build_model(config, data_shape):
-    """Builds and compiles the model a config describes, for data of `data_shape`."""
+    """Builds and compiles the model a config describes, for data of `data_shape`.
+
+    Args:
+      config: a validated run config (`keras_vae.config.validate`).
+      data_shape: shape of one example.
+
+    Returns:
+      the compiled model.
+
+    Raises:
+      keras_vae.resources.ResourceLimitError (a ValueError): when the model and
+        one training step would not fit in the memory available; checked
+        before any layer is built.
+      ValueError: for a conv architecture on non-image data.
+    """
     from keras_vae import model as model_lib
     from keras_vae import networks
 
     data_shape = tuple(data_shape)
+    _check_resources(config, data_shape)
     keras.utils.set_random_seed(config["seed"])
     hidden = tuple(config["hidden"])
     if config["model"] in ("ae", "dae"):

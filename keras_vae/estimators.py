@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import objectives
+from keras_vae import resources
 from keras_vae import validation
 from keras_vae.access import (batch_seed, cached_function, check_inputs, decode, encode,
                               prior_distribution, require_prior)
@@ -128,6 +129,15 @@ def sample_width(model, num_dims):
     return max(int(params), int(num_dims), int(latent_dim))
 
 
+def _decoder_widths(model):
+    """The decoder's hidden widths when it has them (`[C x B, h]` activations per chunk)."""
+    hidden = getattr(getattr(model, "decoder", None), "hidden", ())
+    try:
+        return tuple(int(h) for h in hidden)
+    except (TypeError, ValueError):
+        return ()
+
+
 def _log_px_function(model_ref, data_shape, num_samples, chunk_size):
     """A `tf.function (x [B] + data_shape, seed int32 [2]) -> log p(x) [B]`."""
     num_chunks = -(-num_samples // chunk_size)
@@ -185,6 +195,9 @@ def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, 
 
     Raises:
       ValueError: if the model has no prior, for bad arguments or data.
+      keras_vae.resources.ResourceLimitError (a ValueError): for num_samples
+        above `resources.MAX_IMPORTANCE_SAMPLES` (10^6) or a chunk that would
+        not fit in memory.
       TypeError: for a non-integer seed or non-array data.
 
     Example:
@@ -194,13 +207,19 @@ def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, 
     """
     require_prior(model, "log_likelihood")
     x = check_inputs(model, x)
-    num_samples = validation.positive_int("num_samples", num_samples)
+    num_samples = resources.check_importance_samples(num_samples)
     batch_size = validation.batch_size(batch_size)
     seed = validation.seed32(seed)
     data_shape = tuple(x.shape[1:])
     num_dims = int(np.prod(data_shape))
-    chunk = resolve_chunk_size(chunk_size, num_samples, min(batch_size, len(x)),
-                               sample_width(model, num_dims))
+    width = sample_width(model, num_dims)
+    chunk = resolve_chunk_size(chunk_size, num_samples, min(batch_size, len(x)), width)
+    resources.check_memory(
+        "one chunk of log_likelihood",
+        resources.estimate_loglik_chunk_bytes(chunk, min(batch_size, len(x)), width,
+                                              _decoder_widths(model)),
+        "lower batch_size or chunk_size", chunk_size=chunk, batch_size=batch_size,
+        num_samples=num_samples)
     fn = cached_function(model, ("log_px", data_shape, num_samples, chunk),
                          lambda ref: _log_px_function(ref, data_shape, num_samples, chunk))
     log_px = np.concatenate([
@@ -231,6 +250,9 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0):
 
     Raises:
       ValueError: if the model has no prior, for bad arguments or data.
+      keras_vae.resources.ResourceLimitError (a ValueError): for num_samples
+        above `resources.MAX_IMPORTANCE_SAMPLES` or L x B samples that would not
+        fit in memory (elbo_terms draws all L at once).
 
     Example:
       >>> terms = elbo_terms(vae, x_test, num_samples=10)
@@ -238,8 +260,15 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0):
     """
     require_prior(model, "elbo_terms")
     x = check_inputs(model, x)
-    num_samples = validation.positive_int("num_samples", num_samples)
+    num_samples = resources.check_importance_samples(num_samples)
     batch_size = validation.batch_size(batch_size)
+    num_dims = int(np.prod(x.shape[1:]))
+    resources.check_memory(
+        "one batch of elbo_terms",
+        resources.estimate_loglik_chunk_bytes(num_samples, min(batch_size, len(x)),
+                                              sample_width(model, num_dims),
+                                              _decoder_widths(model)),
+        "lower num_samples or batch_size", num_samples=num_samples, batch_size=batch_size)
     analytic = bool(getattr(model, "analytic_kl", True))
 
     def build(model_ref):

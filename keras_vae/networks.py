@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
+from keras_vae import resources
 from keras_vae import validation
 
 __all__ = [
@@ -85,12 +86,37 @@ def _deserialize_head(value):
     return value
 
 
+def _check_parameters(owner, count, **received):
+    """Refuses `count` parameters of `owner` that alone would not fit in memory."""
+    resources.check_parameters(type(owner).__name__, count, "lower the layer widths",
+                               **received)
+
+
+def _check_hidden(owner, out_width):
+    """At construction: the Dense layers between hidden widths and to `out_width` must fit."""
+    if owner.hidden:
+        count = resources.mlp_parameter_count(owner.hidden[0], owner.hidden[1:], out_width)
+        _check_parameters(owner, count, hidden=list(owner.hidden))
+
+
+def _conv_parameter_count(kernel_size, channels):
+    """Weights and biases of convolutions through `channels` (input first)."""
+    return sum((kernel_size * kernel_size * a + 1) * b for a, b in zip(channels[:-1], channels[1:]))
+
+
 def _dense_stack(owner, width):
     """Builds `owner.hidden` Dense layers and the params layer on inputs of `width`.
 
     Returns `(dense_layers, params_layer)`; the params layer is linear with
     `owner.head.params_size()` units.
+
+    Raises:
+      keras_vae.resources.ResourceLimitError: when the parameters would not
+        fit in memory (checked before any weight is created).
     """
+    _check_parameters(owner, resources.mlp_parameter_count(
+        width, owner.hidden, owner.head.params_size()), input_width=width,
+        hidden=list(owner.hidden), outputs=owner.head.params_size())
     layers = []
     for i, units in enumerate(owner.hidden):
         layer = keras.layers.Dense(units, activation=owner.activation, name=f"dense_{i}",
@@ -216,6 +242,7 @@ class MLPEncoder(Encoder):
         super().__init__(latent_dim, **kwargs)
         self.hidden = hidden_widths("hidden", hidden)
         self.activation = check_activation(activation)
+        _check_hidden(self, self.head.params_size())
 
     def _build_body(self, data_shape):
         self._flat_dim = int(np.prod(data_shape))
@@ -255,6 +282,7 @@ class MLPDecoder(Decoder):
         super().__init__(output_shape, likelihood=likelihood, **kwargs)
         self.hidden = hidden_widths("hidden", hidden)
         self.activation = check_activation(activation)
+        _check_hidden(self, self.head.params_size())
 
     def _build_body(self, latent_dim):
         self.dense_layers, self.params_layer = _dense_stack(self, latent_dim)
@@ -300,6 +328,10 @@ class ConvEncoder(Encoder):
         self.filters, self.kernel_size, self.activation = _conv_args(
             filters, kernel_size, activation)
         self.hidden = hidden_widths("hidden", hidden) if hidden else ()
+        _check_parameters(self, _conv_parameter_count(self.kernel_size, self.filters)
+                          + (resources.mlp_parameter_count(self.hidden[0], self.hidden[1:], 1)
+                             if self.hidden else 0),
+                          filters=list(self.filters), hidden=list(self.hidden))
 
     def _build_body(self, data_shape):
         if len(data_shape) != 3:
@@ -307,6 +339,12 @@ class ConvEncoder(Encoder):
                 "ConvEncoder needs images of shape (H, W, C); use MLPEncoder for "
                 f"vectors. Received: data shape {data_shape}"
             )
+        convs = _conv_parameter_count(self.kernel_size, (data_shape[-1],) + self.filters)
+        flat = math.prod(math.ceil(d / 2 ** len(self.filters)) for d in data_shape[:2])
+        dense = resources.mlp_parameter_count(flat * self.filters[-1], self.hidden,
+                                              self.head.params_size())
+        _check_parameters(self, convs + dense, data_shape=tuple(data_shape),
+                          filters=list(self.filters), hidden=list(self.hidden))
         shape = (None,) + tuple(data_shape)
         self.conv_layers = []
         for i, f in enumerate(self.filters):
@@ -369,11 +407,20 @@ class ConvDecoder(Decoder):
         self.filters, self.kernel_size, self.activation = _conv_args(
             filters, kernel_size, activation)
         self.hidden = hidden_widths("hidden", hidden) if hidden else ()
+        _check_parameters(self, _conv_parameter_count(self.kernel_size, self.filters)
+                          + (resources.mlp_parameter_count(self.hidden[0], self.hidden[1:], 1)
+                             if self.hidden else 0),
+                          filters=list(self.filters), hidden=list(self.hidden))
 
     def _build_body(self, latent_dim):
         height, width, channels = self.event_shape
         n = len(self.filters)
         self._base = (math.ceil(height / 2 ** n), math.ceil(width / 2 ** n), self.filters[0])
+        dense = resources.mlp_parameter_count(latent_dim, self.hidden, int(np.prod(self._base)))
+        convs = _conv_parameter_count(self.kernel_size, self.filters[:1] + self.filters
+                                      + (channels * self.head.num_params,))
+        _check_parameters(self, dense + convs, latent_dim=latent_dim,
+                          filters=list(self.filters), hidden=list(self.hidden))
         self.dense_layers = []
         size = latent_dim
         for i, units in enumerate(self.hidden + (int(np.prod(self._base)),)):

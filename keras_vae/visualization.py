@@ -16,11 +16,13 @@ Example:
 """
 
 import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from keras_vae import latent
+from keras_vae import resources
 from keras_vae import validation
 from keras_vae.access import check_inputs, decode, prior_distribution, reconstruct, require_prior
 
@@ -48,12 +50,40 @@ def _figure(width, height):
     return Figure(figsize=(width, height), dpi=_DPI)
 
 
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _save(fig, path):
-    if path is not None:
-        folder = os.path.dirname(os.fspath(path))
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        fig.savefig(path, dpi=_DPI)
+    """Writes `fig` as a PNG to `path` atomically; returns `fig`.
+
+    The picture goes to a temporary `.tmp-*.png` in the same folder, is
+    fsynced, gets the mode a new file would get (0644 under umask 022) and
+    replaces `path` in one rename: a kill or an error mid-write leaves the old
+    picture (if any) intact and removes the temporary file.
+    """
+    if path is None:
+        return fig
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=_DPI)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return fig
 
 
@@ -138,14 +168,25 @@ def image_grid(examples, title=None, cols=None):
 
     Returns:
       `matplotlib.figure.Figure`.
+
+    Raises:
+      ValueError: for an empty or non-finite array.
+      keras_vae.resources.ResourceLimitError (a ValueError): for more tiles
+        than `resources.MAX_GRID_TILES` (`MAX_LINE_TILES` for data drawn as
+        lines), more pixels than `MAX_GRID_PIXELS`, or more memory than
+        available.
     """
     examples = np.asarray(examples.numpy() if isinstance(examples, tf.Tensor) else examples)
-    if examples.ndim < 2 or len(examples) == 0 or not np.issubdtype(examples.dtype, np.number) \
-            or not np.all(np.isfinite(examples)):
+    if examples.ndim < 2 or len(examples) == 0 or not np.issubdtype(examples.dtype, np.number):
         raise ValueError("Expected a finite numeric array of shape (n,) + data_shape with "
                          f"n >= 1. Received: examples.shape={examples.shape}")
     n, data_shape = len(examples), examples.shape[1:]
     cols = validation.positive_int("cols", cols) if cols is not None else int(np.ceil(np.sqrt(n)))
+    resources.check_grid(n, data_shape, cols, name="n")  # before any copy of the tiles
+    if not np.all(np.isfinite(examples)):
+        raise ValueError("Expected a finite numeric array of shape (n,) + data_shape with "
+                         f"n >= 1. Received: examples.shape={examples.shape} with "
+                         "NaN or infinite values")
     rows = int(np.ceil(n / cols))
     grid = np.full((rows * cols,) + data_shape, examples.min(), "float32")
     grid[:n] = examples
@@ -154,7 +195,20 @@ def image_grid(examples, title=None, cols=None):
 
 
 def save_image_grid(examples, path, title=None):
-    """Writes `image_grid(examples, title)` to the PNG file `path` (replacing it); returns path."""
+    """Writes `image_grid(examples, title)` to the PNG file `path`, atomically; returns path.
+
+    Args:
+      examples: array `[n] + data_shape`.
+      path: PNG path; an existing file is replaced in one rename (a failure
+        leaves it intact and no temporary file behind).
+      title: optional title.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError / ResourceLimitError: as `image_grid`.
+    """
     _save(image_grid(examples, title), path)
     return path
 
@@ -174,10 +228,15 @@ def sample_grid(model, n=64, seed=0, mean=True, path=None):
 
     Raises:
       ValueError: if the model has no prior.
+      keras_vae.resources.ResourceLimitError (a ValueError): for a grid of
+        too many tiles or pixels (see `image_grid`), before sampling.
     """
     prior = require_prior(model, "sample_grid")
     n = validation.positive_int("n", n)
     seed = validation.seed(seed)
+    shape = getattr(model, "data_shape", None)
+    if shape is not None:  # before generating anything
+        resources.check_grid(n, tuple(shape), name="n")
     if callable(getattr(model, "sample", None)):
         samples = np.asarray(model.sample(n, seed=seed, mean=mean), "float32")
     else:
@@ -202,6 +261,7 @@ def reconstruction_grid(model, x, n=10, path=None):
     """
     n = validation.positive_int("n", n)
     x = check_inputs(model, x)[:n]
+    resources.check_grid(2 * len(x), x.shape[1:], cols=len(x), name="2 x n")
     recon = reconstruct(model, x)
     fig = _grid_figure(np.stack([x, recon]), x.shape[1:],
                        "inputs (top) and reconstructions (bottom)")
@@ -226,6 +286,9 @@ def manifold_grid(model, n=15, dims=(0, 1), path=None):
     from scipy.stats import norm
 
     n = validation.positive_int("n", n)
+    shape = getattr(model, "data_shape", None)
+    if shape is not None:  # n x n tiles, before allocating the latent grid
+        resources.check_grid(n * n, tuple(shape), cols=n, name="n x n")
     d = _latent_dim(model)
     if len(dims) != 2 or len(set(dims)) != 2 or not all(0 <= int(i) < d for i in dims):
         raise ValueError(f"`dims` must be two different latent dimensions in [0, {d}). "
@@ -334,6 +397,8 @@ def interpolation_grid(model, x, pairs=((0, 1),), steps=8, path=None):
     if steps < 2 or len(pairs) == 0 or pairs.min() < 0 or pairs.max() >= len(x):
         raise ValueError(f"Expected steps >= 2 and index pairs into x (N={len(x)}). "
                          f"Received: steps={steps}, pairs={pairs.tolist()}")
+    resources.check_grid(len(pairs) * (steps + 2), x.shape[1:], cols=steps + 2,
+                         name="pairs x (steps + 2)")
     mu = latent.embed(model, x[pairs.ravel()]).reshape(len(pairs), 2, -1)
     t = np.linspace(0.0, 1.0, steps, dtype="float32")[None, :, None]
     z = (1 - t) * mu[:, :1] + t * mu[:, 1:]                       # [P, steps, d]

@@ -175,3 +175,46 @@ def test_save_image_grid_and_bad_input(trained, tmp_path):
         vz.plot_all(vae, trained[1])
     with pytest.raises(ValueError, match="Received: dims=\\(0, 0\\)"):
         vz.manifold_grid(vae, dims=(0, 0))
+
+
+# ------------------------------------------------------------ atomic PNGs
+
+def _tiles():
+    return np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
+
+
+def test_a_failing_png_write_keeps_the_old_picture_and_no_temporary(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "grid.png"
+    vz.save_image_grid(_tiles(), str(path))
+    before = path.read_bytes()
+
+    def broken(self, fname, **kwargs):
+        (fname.write(b"\x89PNG half") if hasattr(fname, "write")
+         else open(fname, "wb").write(b"\x89PNG half"))
+        raise OSError("killed mid-write")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(OSError, match="killed mid-write"):
+        vz.save_image_grid(_tiles()[:2], str(path))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
+
+
+def test_pngs_get_the_mode_of_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = vz.save_image_grid(_tiles(), str(tmp_path / "grid.png"))
+        vz.sample_grid(_tiny_vae(), n=4, path=str(tmp_path / "samples.png"))
+    finally:
+        os.umask(old)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert oct(os.stat(tmp_path / "samples.png").st_mode & 0o777) == "0o644"
+
+
+def _tiny_vae():
+    keras.utils.set_random_seed(0)
+    model = kv.VAE(kv.MLPEncoder(2, hidden=(4,)), kv.MLPDecoder((8, 8, 1), hidden=(4,)))
+    model(np.zeros((1, 8, 8, 1), "float32"))
+    return model
