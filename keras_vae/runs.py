@@ -33,15 +33,14 @@ import fcntl
 import io
 import json
 import os
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_vae import config as config_schema
-from keras_vae.build import build_model, load_data
 from keras_vae import files
+from keras_vae.build import build_model, load_data
 from keras_vae.files import atomic_write, save_model
 
 __all__ = ["DEFAULTS", "requested_config", "resolve_config", "build_model", "train",
@@ -411,7 +410,7 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
     validation.check_data(x_test, model.data_shape, head, name="test data")
     os.makedirs(run_dir, exist_ok=True)
     with RunLock(run_dir):
-        _check_run_dir(run_dir, overwrite, resume, locked=True)  # again, now that no one else writes
+        _check_run_dir(run_dir, overwrite, resume, locked=True)  # again, under the lock
         if resume:
             _check_backup(run_dir, repair=True)
         aside = _move_aside(run_dir) if overwrite else None
@@ -697,6 +696,9 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False):
     if getattr(model, "prior", None) is None:
         raise ValueError("Sampling needs a generative model with a prior (a VAE). "
                          f"Received: a model of type {type(model).__name__}")
+    if out is not None and out.endswith(".png"):  # refuse a picture too big before sampling
+        from keras_vae import resources
+        resources.check_grid(num_samples, model.data_shape, name="num_samples")
     samples = np.asarray(model.sample(num_samples, seed=seed))
     if out is not None:
         if os.path.exists(out) and not overwrite:
@@ -708,16 +710,7 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False):
             atomic_write(out, buf.getvalue())
         elif out.endswith(".png"):
             from keras_vae import visualization
-            # savefig writes into its target: draw into a temporary name, then rename.
-            fd, tmp = tempfile.mkstemp(prefix=files.TMP_PREFIX, suffix=".png",
-                                       dir=os.path.dirname(os.path.abspath(out)))
-            os.close(fd)
-            try:
-                visualization.save_image_grid(samples, tmp)
-                files.replace_file(tmp, out)
-            except BaseException:
-                files.remove(tmp)
-                raise
+            visualization.save_image_grid(samples, out)  # atomic: a temporary name, renamed
         else:
             raise ValueError(f"`out` must end in .npy or .png. Received: out={out!r}")
     return samples

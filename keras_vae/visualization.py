@@ -15,15 +15,13 @@ Example:
 >>> fig = latent_scatter(vae, x_test, y_test)      # a Figure; fig.savefig("latent.png")
 """
 
+import io
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import latent
-from keras_vae import resources
-from keras_vae import validation
+from keras_vae import files, latent, resources, validation
 from keras_vae.access import check_inputs, decode, prior_distribution, reconstruct, require_prior
 
 __all__ = [
@@ -50,19 +48,13 @@ def _figure(width, height):
     return Figure(figsize=(width, height), dpi=_DPI)
 
 
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _save(fig, path):
     """Writes `fig` as a PNG to `path` atomically; returns `fig`.
 
-    The picture goes to a temporary `.tmp-*.png` in the same folder, is
-    fsynced, gets the mode a new file would get (0644 under umask 022) and
-    replaces `path` in one rename: a kill or an error mid-write leaves the old
-    picture (if any) intact and removes the temporary file.
+    The picture is rendered in memory and written with
+    `keras_vae.files.atomic_write` (a `.tmp-` name in the same folder, fsync,
+    the mode a new file gets under the umask, one rename): a kill or an error
+    mid-write leaves the old picture (if any) intact and no temporary file.
     """
     if path is None:
         return fig
@@ -70,20 +62,9 @@ def _save(fig, path):
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=_DPI)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)  # bounded: grids are size-checked first
+    files.atomic_write(path, buf.getvalue())
     return fig
 
 
