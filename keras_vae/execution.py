@@ -190,6 +190,14 @@ class AutoExecution:
                 raise ValueError(f"`{name}` must be 'auto' or a "
                                  f"{'bool' if name == 'jit_compile' else 'positive int'}. "
                                  f"Received: {name}={value!r}")
+        for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if kwargs.get(name) is not None:
+                raise ValueError(
+                    f"keras_vae models define their own loss (the negative ELBO or the "
+                    f"reconstruction error, from `compute_terms`) and metrics (elbo, "
+                    f"reconstruction, kl, ...): `{name}` would be ignored. Remove it; "
+                    f"compile takes the optimizer and execution settings. "
+                    f"Received: {name}={kwargs[name]!r}")
         self._auto_jit = jit_compile == "auto"
         self._auto_spe = steps_per_execution == "auto"
         self.execution_plan = None
