@@ -439,6 +439,24 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         self._data_guard.check(_PREDICT, self.decoder.head)
         return result
 
+    def save(self, filepath, *args, **kwargs):
+        """`keras.Model.save` to a `.keras` file (the only format that loads back).
+
+        Raises:
+          ValueError: for any other file name (`.h5` saves but does not load:
+            the legacy format does not know subclassed models).
+        """
+        import os
+
+        if isinstance(filepath, (str, os.PathLike)) and not os.fspath(filepath).endswith(
+                ".keras"):
+            raise ValueError(
+                "keras_vae models save to the native Keras format only: the file name must "
+                "end in '.keras' (a legacy '.h5' file would save but not load, with "
+                "\"Unknown layer: 'VAE'\"); use save_weights('....weights.h5') for weights "
+                f"alone. Received: filepath={os.fspath(filepath)!r}")
+        return super().save(filepath, *args, **kwargs)
+
     # ------------------------------------------------------ user methods
 
     def encode(self, x):

@@ -197,3 +197,29 @@ def test_targets_warn_unless_they_are_x(digits, small_vae):
         vae.fit(arr, arr, epochs=1, verbose=0)  # fit(x, x): silent
     with pytest.warns(KerasVAEWarning, match="targets `y` are ignored"):
         vae.fit(arr, y[:64], epochs=1, verbose=0)
+
+
+# ------------------------------------------------------------------ saving
+
+@pytest.mark.parametrize("name", ["m.h5", "m.hdf5", "m"])
+def test_save_refuses_formats_that_do_not_load_back(small_vae, tmp_path, name):
+    vae = small_vae()
+    with pytest.raises(ValueError, match=rf"end in '.keras'.*Received: filepath='.*{name}'"):
+        vae.save(str(tmp_path / name))
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------- per-batch callbacks
+
+def test_per_batch_callback_warns_once_naming_it_and_the_cost(digits, small_vae):
+    x, _ = digits
+    vae = small_vae()
+    cb = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: None)
+    with pytest.warns(KerasVAEWarning, match=r"LambdaCallback .* one step per call instead "
+                                             r"of 4: .*% slower") as record:
+        vae.fit(x[:256], batch_size=64, epochs=2, callbacks=[cb], verbose=0)
+    assert len([w for w in record if issubclass(w.category, KerasVAEWarning)]) == 1
+    vae.compile(optimizer="adam", steps_per_execution=1)  # explicit: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KerasVAEWarning)
+        vae.fit(x[:256], batch_size=64, epochs=1, callbacks=[cb], verbose=0)
