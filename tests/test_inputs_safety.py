@@ -223,3 +223,23 @@ def test_per_batch_callback_warns_once_naming_it_and_the_cost(digits, small_vae)
     with warnings.catch_warnings():
         warnings.simplefilter("error", KerasVAEWarning)
         vae.fit(x[:256], batch_size=64, epochs=1, callbacks=[cb], verbose=0)
+
+
+# --------------------------------------------------------- start-up noise
+
+def _stderr_of(code):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(kv.__file__)))]
+        + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stderr.splitlines()
+
+
+def test_import_keras_vae_prints_nothing_and_adds_nothing_after_keras():
+    assert _stderr_of("import keras_vae") == []
+    # Keras imported first runs TensorFlow's C++ start-up before us (its lines are
+    # out of our reach); importing keras_vae afterwards must add no line of its own.
+    assert len(_stderr_of("import keras, keras_vae")) == len(_stderr_of("import keras"))
