@@ -303,6 +303,23 @@ class BaseAutoencoder(AutoExecution, keras.Model):
             counter = -1 - (_fingerprint(x) * replicas + replica)
         return tf.cast(tf.stack([tf.constant(self.seed, tf.int64), counter]), tf.int32)
 
+    def example_seeds(self, x):
+        """Evaluation seeds, one per example (int32 `[B, 2]`): `(seed, -1 - fingerprint(x[b]))`.
+
+        Each example's noise depends on its own values only, so `evaluate` at
+        any batch size (and `fit`'s `val_loss`) gives the same per-example terms,
+        and evaluating the same data again gives the same numbers.
+        """
+        x = tf.cast(x, tf.float32)
+        flat = tf.reshape(x, [tf.shape(x)[0], -1])
+        bits = tf.cast(tf.bitcast(flat, tf.uint32), tf.int64)
+        mixed = tf.math.floormod(bits * 40503, 65521)
+        weights = tf.math.floormod(tf.range(tf.shape(flat, out_type=tf.int64)[1]), 65521) + 1
+        fingerprint = tf.math.floormod(tf.reduce_sum(mixed * weights[None, :], axis=1), 2 ** 30)
+        counter = -1 - fingerprint
+        base = tf.fill(tf.shape(counter), tf.constant(self.seed, tf.int64))
+        return tf.cast(tf.stack([base, counter], axis=1), tf.int32)
+
     def encoder_input(self, x, training, seed):
         """What the encoder sees: `x`, or a corrupted copy while training a denoising model.
 

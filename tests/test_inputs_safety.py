@@ -243,3 +243,30 @@ def test_import_keras_vae_prints_nothing_and_adds_nothing_after_keras():
     # Keras imported first runs TensorFlow's C++ start-up before us (its lines are
     # out of our reach); importing keras_vae afterwards must add no line of its own.
     assert len(_stderr_of("import keras, keras_vae")) == len(_stderr_of("import keras"))
+
+
+# ----------------------------------------------- evaluation noise per example
+
+def test_evaluate_is_independent_of_the_batch_size_and_matches_val_loss(digits, small_vae):
+    x, _ = digits
+    vae = small_vae()
+    vae.fit(x[:200], epochs=1, batch_size=50, verbose=0)
+    results = [vae.evaluate(x[:200], batch_size=b, return_dict=True, verbose=0)
+               for b in (32, 64, 100)]
+    for r in results[1:]:
+        for k in ("loss", "elbo", "reconstruction", "kl"):
+            assert r[k] == pytest.approx(results[0][k], abs=1e-5, rel=1e-6), k
+    history = vae.fit(x[:64], epochs=1, batch_size=64, validation_data=(x[:200],),
+                      validation_batch_size=64, verbose=0)
+    val = history.history["val_loss"][0]
+    assert val == pytest.approx(vae.evaluate(x[:200], batch_size=32, verbose=0)[0],
+                                abs=1e-5, rel=1e-6)
+
+
+def test_per_example_seeds_depend_on_the_example_only(digits, small_vae):
+    x, _ = digits
+    vae = small_vae()
+    a = vae.example_seeds(x[:64]).numpy()
+    b = vae.example_seeds(x[32:96]).numpy()
+    np.testing.assert_array_equal(a[32:], b[:32])
+    assert len({tuple(s) for s in a}) > 60 and np.all(a[:, 1] < 0)
