@@ -282,6 +282,22 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         if not self.decoder.built:
             self.decoder.build((None, self.latent_dim))
         self.built = True
+        self._create_lazy_weights()
+
+    def _create_lazy_weights(self):
+        """Creates the weights of sublayers that only make them on their first call.
+
+        A custom layer without `build()` leaves its sublayers unbuilt; their
+        weights would then appear inside the first training step, after
+        `load_model` restored the file into a model that had none, and a
+        loaded model would silently keep random weights. One eager call on a
+        dummy batch creates them here, at construction (and so at loading).
+        """
+        parts = (self.encoder, self.decoder)
+        if all(layer.built for part in parts for layer in keras_api.flatten_layers(part)):
+            return
+        dummy = tf.zeros((1,) + self.data_shape, tf.float32)
+        self.decoder(self.encoder(dummy, training=False).mean(), training=False)
 
     # ------------------------------------------------------------ the steps
 

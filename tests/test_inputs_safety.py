@@ -270,3 +270,44 @@ def test_per_example_seeds_depend_on_the_example_only(digits, small_vae):
     b = vae.example_seeds(x[32:96]).numpy()
     np.testing.assert_array_equal(a[32:], b[:32])
     assert len({tuple(s) for s in a}) > 60 and np.all(a[:, 1] < 0)
+
+
+# ------------------------------------------------ custom layers without build()
+
+@keras.saving.register_keras_serializable(package="test_inputs_safety")
+class NoBuildEncoder(keras.layers.Layer):
+    """A user's encoder that creates its sublayers in __init__ and has no build()."""
+
+    def __init__(self, latent_dim=2, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = latent_dim
+        self.flatten = keras.layers.Flatten()
+        self.hidden = keras.layers.Dense(16, activation="relu")
+        self.params = keras.layers.Dense(2 * latent_dim)
+
+    def call(self, x, training=False):
+        import tensorflow_probability as tfp
+
+        loc, raw = tf.split(self.params(self.hidden(self.flatten(x))), 2, axis=-1)
+        return tfp.distributions.Independent(
+            tfp.distributions.Normal(loc, tf.nn.softplus(raw) + 1e-4), 1)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
+def test_a_custom_encoder_without_build_saves_and_loads_its_trained_weights(digits, tmp_path):
+    x, _ = digits
+    keras.utils.set_random_seed(0)
+    vae = kv.VAE(NoBuildEncoder(2), kv.MLPDecoder((8, 8, 1), hidden=(16,)))
+    assert vae.encoder.params.built and len(vae.encoder.weights) == 4  # built at construction
+    vae.compile(optimizer="adam")
+    vae.fit(x[:512], epochs=2, batch_size=64, verbose=0)
+    before = vae.evaluate(x[512:768], batch_size=64, return_dict=True, verbose=0)
+    path = str(tmp_path / "m.keras")
+    vae.save(path)
+    loaded = keras.saving.load_model(path)
+    after = loaded.evaluate(x[512:768], batch_size=64, return_dict=True, verbose=0)
+    assert after == before
+    for a, b in zip(vae.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
