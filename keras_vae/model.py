@@ -132,8 +132,10 @@ class VAE(BaseAutoencoder):
           num_samples: overrides the model's `num_samples` for this call.
         """
         x = tf.cast(x, tf.float32)
-        if seed is None:  # evaluation: noise per example, whatever the batch size
-            seed = self.noise_seed(training) if training else self.example_seeds(x)
+        if seed is None and training:
+            seed = self.noise_seed(True)
+        elif seed is None:  # evaluation: noise per example, whatever the batch size
+            seed = self.example_seeds(x)
         objective = objectives.elbo if self.objective == "elbo" else objectives.iwae
         posterior = self.encoder(self.encoder_input(x, training, seed), training=training)
         return objective(
