@@ -11,8 +11,9 @@ with the Philox generator: a run restored from a checkpoint (e.g. by
 `keras.callbacks.BackupAndRestore`) draws the same noise as an uninterrupted
 one, every replica of a `tf.distribute` strategy draws its own noise, and XLA
 compiles the draws to fast code on CPU. Input corruption draws from the odd
-counters, sampling noise from the even ones; evaluation uses negative
-counters keyed by a fingerprint of each batch.
+counters, sampling noise from the even ones; evaluation gives every example
+its own seed with a negative counter keyed by a fingerprint of that example
+(`example_seeds`), so evaluation numbers do not depend on the batch size.
 """
 
 import types
