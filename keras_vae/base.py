@@ -217,8 +217,8 @@ class BaseAutoencoder(AutoExecution, keras.Model):
       seed: integer base of the stateless noise seeds.
       input_key: for data whose elements are dicts (the TensorFlow Datasets
         convention `{"image": ..., "label": ...}`): the key of the model
-        input. None (default) takes "image" if present, else the only entry,
-        and refuses other dicts, listing their keys.
+        input. None (default) takes "image" and refuses dicts without it,
+        listing their keys.
 
     Every batch is checked inside the steps (NaN/Inf, values outside the
     likelihood's support; a few reductions per batch): `fit` raises a

@@ -200,10 +200,11 @@ def select_input(x, input_key=None, name="x"):
     """The model input of a dict element (the TensorFlow Datasets convention).
 
     `x` itself if it is not a dict; else `x[input_key]`, or with
-    `input_key=None` the entry "image" if present, else the only entry.
+    `input_key=None` the entry "image" (the TensorFlow Datasets convention).
+    No other entry is guessed, even in a one-entry dict: it could be a label.
 
     Raises:
-      ValueError: for a missing key or a dict with several entries and no "image".
+      ValueError: for a missing key, or a dict without "image" and no `input_key`.
     """
     if not isinstance(x, dict):
         return x
@@ -215,9 +216,7 @@ def select_input(x, input_key=None, name="x"):
         return x[input_key]
     if "image" in x:
         return x["image"]
-    if len(x) == 1:
-        return next(iter(x.values()))
-    raise ValueError(f"`{name}` is a dict with several entries and no 'image'; name the "
+    raise ValueError(f"`{name}` is a dict without an 'image' entry; name the "
                      f"model input with the model's `input_key` argument, e.g. "
                      f"VAE(..., input_key={keys[0]!r}). Received: {name} with keys {keys}")
 
