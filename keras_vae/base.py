@@ -11,9 +11,13 @@ with the Philox generator: a run restored from a checkpoint (e.g. by
 `keras.callbacks.BackupAndRestore`) draws the same noise as an uninterrupted
 one, every replica of a `tf.distribute` strategy draws its own noise, and XLA
 compiles the draws to fast code on CPU. Input corruption draws from the odd
-counters, sampling noise from the even ones; evaluation uses negative
-counters keyed by a fingerprint of each batch.
+counters, sampling noise from the even ones; evaluation gives every example
+its own seed with a negative counter keyed by a fingerprint of that example
+(`example_seeds`), so evaluation numbers do not depend on the batch size.
 """
+
+import types
+import warnings
 
 import keras
 import numpy as np
@@ -43,6 +47,12 @@ def _fingerprint(x):
     return tf.math.floormod(tf.reduce_sum(mixed * weights), 2 ** 20)
 
 
+def _unused(name, what):
+    return (f"keras_vae models do not use {what}: every example counts once in the "
+            f"ELBO (loss, metrics and weights are fixed by the model). Remove `{name}`. "
+            f"Received: {name}=<given>")
+
+
 def replica_context():
     """(replica id, number of replicas in sync) inside a replica context."""
     ctx = tf.distribute.get_replica_context()
@@ -52,6 +62,75 @@ def replica_context():
 
 
 CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
+
+# Rows of the data guard: which step saw the batch.
+_TRAIN, _TEST, _PREDICT = 0, 1, 2
+_STEP_DATA = ("the training data `x`", "the evaluation data (`x` of evaluate, or "
+              "`validation_data`)", "the prediction data `x`")
+
+
+class _DataGuard(keras.metrics.Metric):
+    """Counts batches with NaN/Inf or values outside the likelihood's support, per step kind.
+
+    Updated inside `train_step`/`test_step`/`predict_step` (two reductions
+    and a compare per batch); read from Python after an epoch, `evaluate`
+    or `predict`, which then raise one clear ValueError.
+    """
+
+    def __init__(self, support=None, name="data_guard"):
+        super().__init__(name=name)
+        self.support = None if support is None else tuple(float(v) for v in support)
+        self.counts = self.add_variable(shape=(3, 2), initializer="zeros", name="counts")
+
+    def update_state(self, x, row):
+        x = tf.cast(x, tf.float32)
+        nonfinite = tf.logical_not(tf.reduce_all(tf.math.is_finite(x)))
+        if self.support is None:
+            outside = tf.constant(False)
+        else:
+            outside = tf.logical_or(tf.reduce_min(x) < self.support[0],
+                                    tf.reduce_max(x) > self.support[1])
+        flags = tf.cast(tf.stack([nonfinite, outside]), tf.float32)
+        self.counts.assign_add(tf.one_hot(row, 3)[:, None] * flags[None, :])
+
+    def result(self):
+        return self.counts
+
+    def check(self, row, head):
+        """Raises ValueError if any batch of step kind `row` was bad since the last reset."""
+        counts = np.asarray(keras.ops.convert_to_numpy(self.counts))[row]
+        nonfinite, outside = int(counts[0]), int(counts[1])
+        if not (nonfinite or outside):
+            return
+        problems = []
+        if nonfinite:
+            problems.append(f"{nonfinite} batch{'es' if nonfinite > 1 else ''} with NaN or Inf")
+        if outside:
+            problems.append(
+                f"{outside} batch{'es' if outside > 1 else ''} with values outside "
+                f"{getattr(head, 'support_name', self.support)}")
+        advice = ("" if not outside else
+                  f"; the {getattr(head, 'likelihood_name', 'model')!r} likelihood needs data in "
+                  f"{getattr(head, 'support_name', self.support)}: scale to [0, 1] (divide "
+                  f"8-bit pixels by 255) or choose a Gaussian likelihood")
+        raise ValueError(f"Expected finite data inside the likelihood's support in every "
+                         f"batch{advice}. Received: {_STEP_DATA[row]} with "
+                         f"{' and '.join(problems)}")
+
+
+class _DataGuardCheck(keras.callbacks.Callback):
+    """Raises the data guard's error at the end of each epoch of `fit` (no batch hooks,
+    so `steps_per_execution` is unaffected)."""
+
+    runs_per_execution = True
+
+    def __init__(self, guard, head):
+        super().__init__()
+        self.guard, self.head = guard, head
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.guard.check(_TRAIN, self.head)
+        self.guard.check(_TEST, self.head)
 
 
 def _corruption_args(corruption, rate, stddev):
@@ -136,6 +215,16 @@ class BaseAutoencoder(AutoExecution, keras.Model):
       corruption_rate: probability per element for masking and salt-and-pepper.
       corruption_stddev: standard deviation of Gaussian corruption.
       seed: integer base of the stateless noise seeds.
+      input_key: for data whose elements are dicts (the TensorFlow Datasets
+        convention `{"image": ..., "label": ...}`): the key of the model
+        input. None (default) takes "image" and refuses dicts without it,
+        listing their keys.
+
+    Every batch is checked inside the steps (NaN/Inf, values outside the
+    likelihood's support; a few reductions per batch): `fit` raises a
+    ValueError at the end of an epoch that saw a bad batch, `evaluate` and
+    `predict` when they return. Arrays are checked whole and the first batch
+    of a dataset, generator or PyDataset eagerly, before any step.
 
     Example:
       >>> class MyAutoencoder(BaseAutoencoder):
@@ -151,7 +240,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
     _nested = ("encoder", "decoder")
 
     def __init__(self, encoder, decoder, corruption=None, corruption_rate=0.25,
-                 corruption_stddev=0.1, seed=0, **kwargs):
+                 corruption_stddev=0.1, seed=0, input_key=None, **kwargs):
         super().__init__(**kwargs)
         for name, layer, attr in (("encoder", encoder, "latent_dim"),
                                   ("decoder", decoder, "event_shape")):
@@ -174,9 +263,16 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         self.corruption, self.corruption_rate, self.corruption_stddev = _corruption_args(
             corruption, corruption_rate, corruption_stddev)
         self.seed = validation.seed32(seed)
+        if input_key is not None and not isinstance(input_key, str):
+            raise TypeError(f"`input_key` must be None or a string (the dict key of the "
+                            f"model input). Received: input_key={input_key!r}")
+        self.input_key = input_key
 
     def _finish_init(self, metric_names):
         self._trackers = {n: keras.metrics.Mean(name=n) for n in metric_names}
+        # Not an attribute Keras tracks: it is no model state, never saved.
+        object.__setattr__(self, "_data_guard",
+                           _DataGuard(getattr(self.decoder.head, "support", None)))
         self.build((None,) + self.data_shape)
 
     def build(self, input_shape=None):
@@ -187,6 +283,22 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         if not self.decoder.built:
             self.decoder.build((None, self.latent_dim))
         self.built = True
+        self._create_lazy_weights()
+
+    def _create_lazy_weights(self):
+        """Creates the weights of sublayers that only make them on their first call.
+
+        A custom layer without `build()` leaves its sublayers unbuilt; their
+        weights would then appear inside the first training step, after
+        `load_model` restored the file into a model that had none, and a
+        loaded model would silently keep random weights. One eager call on a
+        dummy batch creates them here, at construction (and so at loading).
+        """
+        parts = (self.encoder, self.decoder)
+        if all(layer.built for part in parts for layer in keras_api.flatten_layers(part)):
+            return
+        dummy = tf.zeros((1,) + self.data_shape, tf.float32)
+        self.decoder(self.encoder(dummy, training=False).mean(), training=False)
 
     # ------------------------------------------------------------ the steps
 
@@ -208,6 +320,23 @@ class BaseAutoencoder(AutoExecution, keras.Model):
             counter = -1 - (_fingerprint(x) * replicas + replica)
         return tf.cast(tf.stack([tf.constant(self.seed, tf.int64), counter]), tf.int32)
 
+    def example_seeds(self, x):
+        """Evaluation seeds, one per example (int32 `[B, 2]`): `(seed, -1 - fingerprint(x[b]))`.
+
+        Each example's noise depends on its own values only, so `evaluate` at
+        any batch size (and `fit`'s `val_loss`) gives the same per-example terms,
+        and evaluating the same data again gives the same numbers.
+        """
+        x = tf.cast(x, tf.float32)
+        flat = tf.reshape(x, [tf.shape(x)[0], -1])
+        bits = tf.cast(tf.bitcast(flat, tf.uint32), tf.int64)
+        mixed = tf.math.floormod(bits * 40503, 65521)
+        weights = tf.math.floormod(tf.range(tf.shape(flat, out_type=tf.int64)[1]), 65521) + 1
+        fingerprint = tf.math.floormod(tf.reduce_sum(mixed * weights[None, :], axis=1), 2 ** 30)
+        counter = -1 - fingerprint
+        base = tf.fill(tf.shape(counter), tf.constant(self.seed, tf.int64))
+        return tf.cast(tf.stack([base, counter], axis=1), tf.int32)
+
     def encoder_input(self, x, training, seed):
         """What the encoder sees: `x`, or a corrupted copy while training a denoising model.
 
@@ -225,12 +354,15 @@ class BaseAutoencoder(AutoExecution, keras.Model):
     def compute_terms(self, x, training=False, seed=None, num_samples=None):
         raise NotImplementedError
 
-    def _data(self, data):
+    def _data(self, data, row=None):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = validation.select_input(x, self.input_key)
+        if row is not None:
+            self._data_guard.update_state(x, row)
         return x
 
     def train_step(self, data):
-        x = self._data(data)
+        x = self._data(data, _TRAIN)
         _, replicas = replica_context()
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x, training=True)
@@ -244,8 +376,11 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         return self._update_metrics(terms, loss)
 
     def test_step(self, data):
-        terms = self.compute_terms(self._data(data), training=False)
+        terms = self.compute_terms(self._data(data, _TEST), training=False)
         return self._update_metrics(terms, terms["loss"])
+
+    def predict_step(self, data):
+        return self(tf.cast(self._data(data, _PREDICT), tf.float32), training=False)
 
     def _scalar_metrics(self):
         """Metrics that are model state rather than per-example terms (e.g. beta)."""
@@ -275,38 +410,92 @@ class BaseAutoencoder(AutoExecution, keras.Model):
     # -------------------------------------------------- Keras entry points
 
     def _check(self, x, name="x"):
-        validation.check_data(x, self.data_shape, self.decoder.head, name=name)
+        """Checks `x` (see `validation.check_data`); returns it, a generator re-chained
+        after its first batch was taken and checked."""
+        if isinstance(x, types.GeneratorType):
+            first, x = validation.peek_stream(x)
+            validation.check_first_batch(first, self.data_shape, self.decoder.head, name,
+                                         self.input_key)
+            return x
+        validation.check_data(x, self.data_shape, self.decoder.head, name=name,
+                              input_key=self.input_key)
+        return x
 
     def _check_validation(self, validation_data):
         if validation_data is None:
-            return
+            return None
         if isinstance(validation_data, tuple):
             if not validation_data:
                 raise ValueError("`validation_data` is an empty tuple. Received: validation_data=()")
-            validation_data = validation_data[0]
-        self._check(validation_data, "validation_data")
+            if len(validation_data) >= 3 and validation_data[2] is not None:
+                raise ValueError(_unused("validation_data[2]", "sample weights"))
+            self._check(validation_data[0], "validation_data")
+            return validation_data
+        return self._check(validation_data, "validation_data")
+
+    def _check_unused(self, y, kwargs, x=None):
+        for name in ("sample_weight", "class_weight"):
+            if kwargs.get(name) is not None:
+                raise ValueError(_unused(name, "sample or class weights"))
+        if y is not None and y is not x:
+            warnings.warn(
+                "keras_vae models learn to reconstruct `x`: the targets `y` are ignored "
+                "(pass only `x`; fit(x, x) is accepted silently). Received: y of type "
+                f"{type(y).__name__}", validation.KerasVAEWarning, stacklevel=3)
 
     def fit(self, x=None, y=None, **kwargs):
-        self._check(x)
-        self._check_validation(kwargs.get("validation_data"))
+        self._check_unused(y, kwargs, x)
+        x = self._check(x)
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = self._check_validation(kwargs["validation_data"])
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or ()) + [
+            _DataGuardCheck(self._data_guard, self.decoder.head)]
+        self._data_guard.reset_state()
         return super().fit(x, y, **kwargs)
 
     def evaluate(self, x=None, y=None, **kwargs):
         # fit() validates validation_data once, then calls evaluate every epoch
-        # with Keras's private _use_cached_eval_dataset flag: no need to rescan.
-        if not keras_api.is_cached_eval(kwargs):
-            self._check(x)
-        return super().evaluate(x, y, **kwargs)
+        # with Keras's private _use_cached_eval_dataset flag: no need to rescan,
+        # and the data guard is read at the end of fit's epoch.
+        if keras_api.is_cached_eval(kwargs):
+            return super().evaluate(x, y, **kwargs)
+        self._check_unused(y, kwargs, x)
+        x = self._check(x)
+        self._data_guard.reset_state()
+        result = super().evaluate(x, y, **kwargs)
+        self._data_guard.check(_TEST, self.decoder.head)
+        return result
 
     def predict(self, x, **kwargs):
-        self._check(x)
-        return super().predict(x, **kwargs)
+        x = self._check(x)
+        self._data_guard.reset_state()
+        result = super().predict(x, **kwargs)
+        self._data_guard.check(_PREDICT, self.decoder.head)
+        return result
+
+    def save(self, filepath, *args, **kwargs):
+        """`keras.Model.save` to a `.keras` file (the only format that loads back).
+
+        Raises:
+          ValueError: for any other file name (`.h5` saves but does not load:
+            the legacy format does not know subclassed models).
+        """
+        import os
+
+        if isinstance(filepath, (str, os.PathLike)) and not os.fspath(filepath).endswith(
+                ".keras"):
+            raise ValueError(
+                "keras_vae models save to the native Keras format only: the file name must "
+                "end in '.keras' (a legacy '.h5' file would save but not load, with "
+                "\"Unknown layer: 'VAE'\"); use save_weights('....weights.h5') for weights "
+                f"alone. Received: filepath={os.fspath(filepath)!r}")
+        return super().save(filepath, *args, **kwargs)
 
     # ------------------------------------------------------ user methods
 
     def encode(self, x):
         """`q(z|x)`: batch shape `[B]`, event shape `[latent_dim]`."""
-        self._check(x)
+        x = validation.select_input(self._check(x), self.input_key)
         return self.encoder(tf.cast(x, tf.float32), training=False)
 
     def decode(self, z):
@@ -329,7 +518,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
 
     def reconstruct(self, x):
         """Mean of `p(x | z = E[q(z|x)])`, shape `[B] + data_shape`."""
-        self._check(x)
+        x = validation.select_input(self._check(x), self.input_key)
         return self(tf.cast(x, tf.float32), training=False)
 
     # ------------------------------------------------------------ config
@@ -340,6 +529,8 @@ class BaseAutoencoder(AutoExecution, keras.Model):
                        for key in self._nested})
         config.update({"corruption": self.corruption, "corruption_rate": self.corruption_rate,
                        "corruption_stddev": self.corruption_stddev, "seed": self.seed})
+        if self.input_key is not None:
+            config["input_key"] = self.input_key
         return config
 
     @classmethod

@@ -22,6 +22,20 @@ def stateless_normal(shape, seed, dtype=tf.float32):
     return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg="philox")
 
 
+def _noise(shape, seed, dtype):
+    """`stateless_normal(shape, seed)`; with per-example seeds `[B, 2]` (shape `[L, B, ...]`)
+    each example b draws its own `[L, ...]` noise from `seed[b]`, so its draw does not
+    depend on the batch it is in."""
+    if seed.shape.rank != 2:
+        return stateless_normal(shape, seed, dtype)
+    row = tf.concat([shape[:1], shape[2:]], axis=0)
+    per_example = tf.map_fn(lambda s: stateless_normal(row, s, dtype), seed,
+                            fn_output_signature=dtype)           # [B, L, ...]
+    rank = tf.size(shape)
+    perm = tf.concat([[1, 0], tf.range(2, rank)], axis=0)
+    return tf.transpose(per_example, perm)
+
+
 def reparameterized_sample(distribution, num_samples, seed):
     """Draws `num_samples` reparameterized samples, `z = loc + scale @ eps`.
 
@@ -29,7 +43,9 @@ def reparameterized_sample(distribution, num_samples, seed):
       distribution: a posterior from a head of this module (or any TFP
         distribution; non-Gaussian ones fall back to `distribution.sample`).
       num_samples: Python int or scalar int tensor L.
-      seed: stateless seed, int32 tensor of shape [2].
+      seed: stateless seed, int32 tensor of shape [2]; or `[B, 2]`, one seed per
+        example of a batch shape `[B]` (Gaussian posteriors: each example's
+        draw is then independent of the batch it comes in).
 
     Returns:
       Tensor of shape `[L] + batch_shape + event_shape`, differentiable with
@@ -41,15 +57,18 @@ def reparameterized_sample(distribution, num_samples, seed):
         base = distribution.distribution
         loc, scale = base.loc, base.scale
         shape = tf.concat([[num_samples], tf.shape(loc)], axis=0)
-        return loc + scale * stateless_normal(shape, seed, loc.dtype)
+        return loc + scale * _noise(shape, tf.convert_to_tensor(seed), loc.dtype)
     if isinstance(distribution, tfd.MultivariateNormalLinearOperator):
         loc = distribution.loc
         shape = tf.concat([[num_samples], tf.shape(loc)], axis=0)
-        eps = stateless_normal(shape, seed, loc.dtype)
+        eps = _noise(shape, tf.convert_to_tensor(seed), loc.dtype)
         return loc + distribution.scale.matvec(eps)
     if isinstance(distribution, tfd.VectorDeterministic):  # point mass: z = loc
         loc = distribution.loc
         return tf.broadcast_to(loc, tf.concat([[num_samples], tf.shape(loc)], axis=0))
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank == 2:  # other distributions: one seed for the batch
+        seed = seed[0]
     return distribution.sample(num_samples, seed=seed)
 
 

@@ -127,12 +127,15 @@ class VAE(BaseAutoencoder):
           x: `[B] + data_shape` float tensor (the target; with `corruption`
             and `training=True` the encoder sees a corrupted copy).
           training: passed to the encoder and decoder layers.
-          seed: stateless seed int32 [2]; defaults to `noise_seed(training)`.
+          seed: stateless seed int32 [2] (or [B, 2], one per example); defaults to
+            `noise_seed(True)` in training and `example_seeds(x)` otherwise.
           num_samples: overrides the model's `num_samples` for this call.
         """
         x = tf.cast(x, tf.float32)
-        if seed is None:
-            seed = self.noise_seed(training, x)
+        if seed is None and training:
+            seed = self.noise_seed(True)
+        elif seed is None:  # evaluation: noise per example, whatever the batch size
+            seed = self.example_seeds(x)
         objective = objectives.elbo if self.objective == "elbo" else objectives.iwae
         posterior = self.encoder(self.encoder_input(x, training, seed), training=training)
         return objective(

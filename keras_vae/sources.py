@@ -45,9 +45,63 @@ def load_digits():
     return digits.images.astype(np.uint8), digits.target  # (1797, 8, 8), values 0..16
 
 
+# Largest array a .npz/.npy file may ask us to allocate, and pixels per image.
+MAX_ARRAY_BYTES = 8 * 2 ** 30
+MAX_IMAGE_PIXELS = 2 ** 24
+
+
+def _gib(n):
+    return f"{n / 2 ** 30:,.1f} GiB" if n >= 2 ** 30 else f"{n:,} bytes"
+
+
+def _check_npy_header(f, stored_bytes, path, member=None):
+    """Refuses an .npy stream whose header asks for more memory than its bytes or our limit.
+
+    `f` is positioned at the start of the .npy data; `stored_bytes` is its full
+    (uncompressed) length as the file or zip directory states it.
+    """
+    where = path if member is None else f"{path} (array {member!r})"
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read(f)
+    header = f.tell()
+    needed = math.prod(int(d) for d in shape) * int(dtype.itemsize)
+    if needed > MAX_ARRAY_BYTES:
+        raise ValueError(
+            f"{where} declares an array of shape {tuple(shape)} and dtype {dtype}, which "
+            f"needs {_gib(needed)}; keras_vae reads arrays up to {_gib(MAX_ARRAY_BYTES)}. "
+            f"Received: name_or_path={path!r}")
+    if needed > stored_bytes - header:
+        raise ValueError(
+            f"{where} declares an array of shape {tuple(shape)} and dtype {dtype} "
+            f"({_gib(needed)}) but holds only {_gib(max(0, stored_bytes - header))} of data: "
+            f"the file is truncated or corrupt. Received: name_or_path={path!r}")
+
+
+def _check_numpy_file(path):
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.filename.endswith(".npy"):
+                    with z.open(info) as f:
+                        _check_npy_header(f, info.file_size, path, info.filename[:-4])
+    else:
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                f.seek(0)
+                _check_npy_header(f, os.path.getsize(path), path)
+
+
 def read_numpy(path):
-    """Reads a .npz/.npy file into a dict of arrays; wraps numpy's errors."""
+    """Reads a .npz/.npy file into a dict of arrays; wraps numpy's errors.
+
+    The array headers are read first: an array that would need more than
+    `MAX_ARRAY_BYTES` (8 GiB) or more bytes than the file holds is refused
+    before anything is allocated.
+    """
     try:
+        _check_numpy_file(path)
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
@@ -86,12 +140,17 @@ def read_image_folder(path):
     for f, _ in files:
         try:
             with Image.open(f) as image:
+                if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:
+                    raise ValueError(
+                        f"{image.size[0]}x{image.size[1]} is {image.size[0] * image.size[1]:,} "
+                        f"pixels, more than the {MAX_IMAGE_PIXELS:,} keras_vae reads per "
+                        f"image (a decompression bomb, or not a data set image)")
                 if image.mode not in _GRAY_MODES + _COLOUR_MODES:
                     raise ValueError(f"unsupported image mode {image.mode!r}")
                 mode = "L" if image.mode in _GRAY_MODES else "RGB"
                 array = np.asarray(image.convert(mode))
                 size = f"{image.size[0]}x{image.size[1]} {mode}"
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(f"Expected a readable PNG/JPEG/BMP/GIF image ({e}). "
                              f"Received: file={f!r}") from e
         if first is None:

@@ -37,6 +37,9 @@ __all__ = [
     "event_shape",
     "check_data",
     "data_array",
+    "select_input",
+    "peek_stream",
+    "check_first_batch",
 ]
 
 # TensorFlow takes many sizes (batch, sample counts, shapes) as int32.
@@ -193,22 +196,89 @@ def _spec_of_x(spec):
     return spec
 
 
-def check_data(x, data_shape, likelihood_head=None, name="x"):
+def select_input(x, input_key=None, name="x"):
+    """The model input of a dict element (the TensorFlow Datasets convention).
+
+    `x` itself if it is not a dict; else `x[input_key]`, or with
+    `input_key=None` the entry "image" (the TensorFlow Datasets convention).
+    No other entry is guessed, even in a one-entry dict: it could be a label.
+
+    Raises:
+      ValueError: for a missing key, or a dict without "image" and no `input_key`.
+    """
+    if not isinstance(x, dict):
+        return x
+    keys = sorted(str(k) for k in x)
+    if input_key is not None:
+        if input_key not in x:
+            raise ValueError(f"Expected `{name}` to hold the model input under input_key="
+                             f"{input_key!r}. Received: {name} with keys {keys}")
+        return x[input_key]
+    if "image" in x:
+        return x["image"]
+    raise ValueError(f"`{name}` is a dict without an 'image' entry; name the "
+                     f"model input with the model's `input_key` argument, e.g. "
+                     f"VAE(..., input_key={keys[0]!r}). Received: {name} with keys {keys}")
+
+
+def _check_weights_absent(element, name):
+    if isinstance(element, (tuple, list)) and len(element) >= 3:
+        raise ValueError(
+            f"keras_vae models do not use sample weights (every example counts once in "
+            f"the ELBO); give `{name}` elements `x` or `(x, y)`. Received: {name} elements "
+            f"with {len(element)} components")
+
+
+def peek_stream(x):
+    """(first batch, a stream yielding every batch of `x` again) for a generator/iterator.
+
+    The first batch is taken with `next` and re-chained in front of the rest,
+    so the caller's items are not lost.
+    """
+    try:
+        first = next(x)
+    except StopIteration:
+        raise ValueError("Expected a generator yielding at least one batch. "
+                         "Received: an exhausted generator") from None
+
+    def again():  # a generator (Keras accepts only types.GeneratorType)
+        yield first
+        yield from x
+
+    return first, again()
+
+
+def check_first_batch(element, data_shape, likelihood_head=None, name="x", input_key=None):
+    """Checks one batch as a generator or PyDataset yields it: `x`, `(x, y)`, a dict."""
+    _check_weights_absent(element, name)
+    first = select_input(_spec_of_x(element), input_key, name)
+    data_array(first, data_shape, likelihood_head, f"{name} (first batch)")
+
+
+def check_data(x, data_shape, likelihood_head=None, name="x", input_key=None):
     """Validates data for a model whose examples have shape `data_shape`.
 
     Arrays and tensors: numeric dtype, shape `(batch,) + data_shape`, at least
     one example, finite values inside the likelihood's support (the head's
     `check_support(arr, name=...)` when it has one). `tf.data.Dataset`s: the
-    element spec (of `x`, or of the first component of `(x, ...)` elements).
-    Generators and `PyDataset`s are left to Keras's per-batch handling.
+    element spec (of `x`, or of the first component of `(x, ...)` elements;
+    dict elements through `select_input`) and the values of the first batch,
+    read eagerly. `PyDataset`s: their first batch (`x[0]`). Generators must be
+    peeked by the caller (`peek_stream`) and their first batch checked. Later
+    batches are checked inside the model's steps.
 
     Raises:
-      TypeError: wrong kind of input (None, a dict, strings, objects).
-      ValueError: wrong shape, no examples, NaN/Inf, values outside the support.
+      TypeError: wrong kind of input (None, strings, objects).
+      ValueError: wrong shape, no examples, NaN/Inf, values outside the support,
+        sample weights.
     """
+    import keras
+
     data_shape = tuple(data_shape)
     if _is_dataset(x):
-        spec = _spec_of_x(x.element_spec)
+        full = x.element_spec
+        _check_weights_absent(full, name)
+        spec = select_input(_spec_of_x(full), input_key, f"{name}.element_spec")
         shape = tuple(getattr(spec, "shape", ()) or ())
         if spec is None or not hasattr(spec, "shape") or len(shape) != len(data_shape) + 1 or any(
             s is not None and s != d for s, d in zip(shape[1:], data_shape)
@@ -217,9 +287,18 @@ def check_data(x, data_shape, likelihood_head=None, name="x"):
                 f"Expected dataset batches of shape (batch,) + {data_shape}. "
                 f"Received: {name}.element_spec={x.element_spec}"
             )
+        for element in x.take(1):
+            first = select_input(_spec_of_x(element), input_key, name)
+            data_array(first, data_shape, likelihood_head, f"{name} (first batch)")
+        return
+    if isinstance(x, keras.utils.PyDataset):
+        if x.num_batches is not None and x.num_batches == 0:
+            raise ValueError(f"Expected at least one batch. Received: {name} of length 0")
+        check_first_batch(x[0], data_shape, likelihood_head, name, input_key)
         return
     if _is_stream(x):
         return
+    x = select_input(x, input_key, name)
     data_array(x, data_shape, likelihood_head, name)
 
 
@@ -250,6 +329,14 @@ def data_array(x, data_shape=None, likelihood_head=None, name="x"):
                          f"Received: {name}.shape={arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"Expected at least one example. Received: {name}.shape={arr.shape}")
+    support = getattr(likelihood_head, "support", None)
+    if (support is not None and tuple(support) == (0.0, 1.0) and arr.size
+            and np.issubdtype(arr.dtype, np.integer) and arr.max() > 1):
+        raise ValueError(
+            f"The {getattr(likelihood_head, 'likelihood_name', 'model')!r} likelihood needs "
+            f"data in [0, 1], but `{name}` holds integers up to {arr.max()} (8-bit pixels?): "
+            f"scale to [0, 1] (divide by 255), or choose a Gaussian likelihood. "
+            f"Received: {name}.dtype={arr.dtype}, min={arr.min()}, max={arr.max()}")
     if likelihood_head is not None and hasattr(likelihood_head, "check_support"):
         likelihood_head.check_support(arr, name=name)
     elif np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):

@@ -515,3 +515,45 @@ def test_make_dataset_epoch_rejects_repeat():
     epoch = tf.Variable(0, dtype=tf.int64)
     with pytest.raises(ValueError, match="repeat=True"):
         data.make_dataset(np.zeros((4, 2), "float32"), epoch=epoch, repeat=True)
+
+
+# ------------------------------------------------ hostile files (issue 13)
+
+def _npy_header(shape, dtype="<f8"):
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def test_npz_whose_header_claims_a_huge_array_is_refused_before_allocating(tmp_path):
+    import zipfile
+
+    path = str(tmp_path / "bomb.npz")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", _npy_header((10 ** 6, 10 ** 6)))
+    assert os.path.getsize(path) < 400
+    with pytest.raises(ValueError, match=r"\(1000000, 1000000\).*needs 7,450.* GiB.*bomb.npz"):
+        data.load(path)
+
+
+def test_npy_whose_header_claims_more_than_the_file_holds_is_refused(tmp_path):
+    path = str(tmp_path / "short.npy")
+    with open(path, "wb") as f:
+        f.write(_npy_header((1000, 8, 8)) + b"\0" * 64)
+    with pytest.raises(ValueError, match=r"holds only 64 bytes.*truncated"):
+        data.load(path)
+
+
+def test_png_decompression_bomb_in_an_image_folder_names_the_file(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("L", (8, 8)).save(folder / "a.png")
+    Image.new("L", (6000, 6000)).save(folder / "bomb.png")  # 36 M pixels, a few KB
+    assert os.path.getsize(folder / "bomb.png") < 100_000
+    with pytest.raises(ValueError, match=r"6000x6000.*16,777,216.*bomb.png"):
+        sources.read_image_folder(str(folder))

@@ -170,3 +170,32 @@ def test_cli_records_the_plan_and_takes_jit_flags(tmp_path, capsys):
     config.write_text(json.dumps({"jit_compile": "yes"}))
     assert cli.main(["--quiet", "train", str(tmp_path / "r2"), "--config", str(config)]) == 2
     assert "jit_compile" in capsys.readouterr().err
+
+
+MIRRORED_AUTO_SCRIPT = """
+import numpy as np, tensorflow as tf, keras
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras_vae as kv
+x = np.random.default_rng(0).uniform(size=(256, 8, 8, 1)).astype("float32")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    vae = kv.VAE(kv.MLPEncoder(2, hidden=(8,)), kv.MLPDecoder((8, 8, 1), hidden=(8,)))
+    vae.compile(optimizer="adam")  # steps_per_execution="auto"
+history = vae.fit(x, batch_size=64, epochs=2, verbose=0)
+plan = vae.execution_plan
+assert plan["steps_per_execution"] == 1, plan
+assert "replicas" in plan["reasons"]["steps_per_execution"], plan
+assert np.all(np.isfinite(history.history["loss"]))
+print("OK")
+"""
+
+
+def test_mirrored_strategy_with_compile_defaults_runs_one_step_per_call():
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", MIRRORED_AUTO_SCRIPT], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 0 and "OK" in out.stdout, out.stdout + out.stderr[-3000:]

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import keras_vae as kv
 from conftest import BAD_DATA_CASES
+from keras_vae.validation import KerasVAEWarning
 
 KEYS = {"loss", "elbo", "reconstruction", "kl", "beta"}
 
@@ -91,7 +92,9 @@ def test_kl_warmup_ramps_beta_and_changes_the_loss(digits, small_vae):
     x, _ = digits
     vae = small_vae()
     warmup = kv.KLWarmup(steps=16)  # 4 batches per epoch -> beta 0 .. 1 over 4 epochs
-    history = vae.fit(x[:256], epochs=5, batch_size=64, callbacks=[warmup], verbose=0)
+    # KLWarmup needs every batch: one step per call, with a warning naming it (issue 13).
+    with pytest.warns(KerasVAEWarning, match="KLWarmup"):
+        history = vae.fit(x[:256], epochs=5, batch_size=64, callbacks=[warmup], verbose=0)
     betas = history.history["beta"]
     np.testing.assert_allclose(betas, [0.09375, 0.34375, 0.59375, 0.84375, 1.0], rtol=1e-5)
     loss, rec, kl = (np.array(history.history[k]) for k in ("loss", "reconstruction", "kl"))
