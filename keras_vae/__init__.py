@@ -45,8 +45,8 @@ def _filtered_native_stderr():
 
 
 with _filtered_native_stderr():
-    import keras as _keras  # noqa: E402
-    import tensorflow as _tf  # noqa: E402
+    import keras as _keras
+    import tensorflow as _tf
 
     _tf.config.list_physical_devices()  # device discovery: where the CUDA probe speaks
 
@@ -58,12 +58,23 @@ if _keras.backend.backend() != "tensorflow":
         f"{_keras.backend.backend()!r}"
     )
 
-from keras_vae import data  # noqa: E402
-from keras_vae import distributions  # noqa: E402
-from keras_vae import objectives  # noqa: E402
-from keras_vae import priors  # noqa: E402
-from keras_vae.callbacks import EpochCounter, KLWarmup  # noqa: E402
-from keras_vae.distributions import (  # noqa: E402
+from keras_vae import (
+    applications,
+    autoencoders,
+    data,
+    distributions,
+    evaluation,
+    execution,
+    export,
+    latent,
+    objectives,
+    priors,
+    visualization,
+)
+from keras_vae.applications import anomaly_scores, impute
+from keras_vae.autoencoders import Autoencoder, TiedMLPDecoder, pretrain_layerwise
+from keras_vae.callbacks import EpochCounter, KLWarmup
+from keras_vae.distributions import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
     DiagonalGaussianPosterior,
@@ -72,16 +83,11 @@ from keras_vae.distributions import (  # noqa: E402
     LearnedGaussianLikelihood,
     PointMassPosterior,
 )
-from keras_vae.model import VAE  # noqa: E402
-from keras_vae import autoencoders  # noqa: E402
-from keras_vae.autoencoders import Autoencoder, TiedMLPDecoder, pretrain_layerwise  # noqa: E402
-from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder  # noqa: E402
-from keras_vae.priors import MixturePrior, StandardNormalPrior  # noqa: E402
-from keras_vae import applications, evaluation, latent, visualization  # noqa: E402
-from keras_vae import execution, export  # noqa: E402
-from keras_vae.applications import anomaly_scores, impute  # noqa: E402
-from keras_vae.evaluation import log_likelihood  # noqa: E402
-from keras_vae.latent import embed  # noqa: E402
+from keras_vae.evaluation import log_likelihood
+from keras_vae.latent import embed
+from keras_vae.model import VAE
+from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from keras_vae.priors import MixturePrior, StandardNormalPrior
 
 __version__ = "0.1.0"
 

@@ -32,8 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import validation
-from keras_vae.access import (batch_seed, cached_function, check_inputs, decode, encode,
-                              reconstruct)
+from keras_vae.access import batch_seed, cached_function, check_inputs, decode, encode, reconstruct
 from keras_vae.estimators import elbo_terms, log_likelihood
 
 __all__ = [

@@ -24,8 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
-from keras_vae import keras_api
-from keras_vae import validation
+from keras_vae import keras_api, validation
 from keras_vae.execution import AutoExecution
 
 __all__ = ["BaseAutoencoder", "corrupt", "CORRUPTIONS", "replica_context"]
@@ -426,7 +425,8 @@ class BaseAutoencoder(AutoExecution, keras.Model):
             return None
         if isinstance(validation_data, tuple):
             if not validation_data:
-                raise ValueError("`validation_data` is an empty tuple. Received: validation_data=()")
+                raise ValueError("`validation_data` is an empty tuple. "
+                                 "Received: validation_data=()")
             if len(validation_data) >= 3 and validation_data[2] is not None:
                 raise ValueError(_unused("validation_data[2]", "sample weights"))
             self._check(validation_data[0], "validation_data")

@@ -36,11 +36,16 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import objectives
-from keras_vae import resources
-from keras_vae import validation
-from keras_vae.access import (batch_seed, cached_function, check_inputs, decode, encode,
-                              prior_distribution, require_prior)
+from keras_vae import objectives, resources, validation
+from keras_vae.access import (
+    batch_seed,
+    cached_function,
+    check_inputs,
+    decode,
+    encode,
+    prior_distribution,
+    require_prior,
+)
 from keras_vae.heads import reparameterized_sample
 
 __all__ = [

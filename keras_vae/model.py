@@ -12,8 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
-from keras_vae import validation
-from keras_vae import objectives
+from keras_vae import objectives, resources, validation
 from keras_vae import priors as priors_lib
 from keras_vae.base import BaseAutoencoder
 
@@ -156,10 +155,11 @@ class VAE(BaseAutoencoder):
         Returns:
           float32 tensor `[n] + data_shape`.
         """
-        n = validation.positive_int("num_samples", num_samples)
-        if seed is None:
-            seed = secrets.randbelow(2 ** 31 - 1)
-        seeds = tf.random.split(tf.constant([int(seed) % (2 ** 31 - 1), 7], tf.int32), 2)
+        n = resources.check_sample(num_samples, self.data_shape, latent_dim=self.latent_dim,
+                                   widths=getattr(self.decoder, "hidden", ()),
+                                   likelihood_params=self.decoder.head.params_size())
+        seed = secrets.randbelow(2 ** 31 - 1) if seed is None else validation.seed32(seed)
+        seeds = tf.random.split(tf.constant([seed, 7], tf.int32), 2)
         z = self.prior.distribution().sample(n, seed=seeds[0])
         likelihood = self.decoder(z, training=False)
         return likelihood.mean() if mean else likelihood.sample(seed=seeds[1])

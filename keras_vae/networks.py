@@ -19,8 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import distributions as dists
-from keras_vae import resources
-from keras_vae import validation
+from keras_vae import resources, validation
 
 __all__ = [
     "MLPEncoder",

@@ -14,7 +14,8 @@ SGVB     : E_q[log p(x|z)] ~ 1/L sum_l log p(x|z_l),  z_l = mu + sigma * eps_l
 KL (analytic, diagonal Gaussians vs N(0, I)):
            1/2 sum_d (mu_d^2 + sigma_d^2 - 1 - log sigma_d^2)
 KL (Monte Carlo): 1/L sum_l [log q(z_l|x) - log p(z_l)]
-IWAE_K(x) = log 1/K sum_k w_k,  w_k = p(x|z_k) p(z_k) / q(z_k|x)   (ELBO = IWAE_1 <= IWAE_K <= log p(x))
+IWAE_K(x) = log 1/K sum_k w_k,  w_k = p(x|z_k) p(z_k) / q(z_k|x)
+           (ELBO = IWAE_1 <= IWAE_K <= log p(x))
 free bits (Kingma et al., 2016): KL term = sum_d max(E_batch KL_d, lambda)
 ```
 """

@@ -26,6 +26,7 @@ A second writer refuses while the lock is held; SIGINT/SIGTERM end a run as
 "interrupted" (resumable). status.json says the phase as it goes.
 """
 
+import contextlib
 import csv
 import datetime
 import errno
@@ -33,6 +34,8 @@ import fcntl
 import io
 import json
 import os
+import sys
+import warnings
 
 import keras
 import numpy as np
@@ -475,8 +478,9 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
             if verbose:
                 print(f"Restoring from the checkpoint after epoch {len(log.rows)}", flush=True)
         progress.set("training", epoch=len(log.rows))
-        model.fit(train_ds, epochs=config["epochs"], validation_data=(x_test,),
-                  callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles
+        with _notes(verbose):  # e.g. "KLWarmup ... runs one step per call": one line each
+            model.fit(train_ds, epochs=config["epochs"], validation_data=(x_test,),
+                      callbacks=callbacks, verbose=verbose, shuffle=False)  # dataset shuffles
         history = _history_from_rows(log.rows)
         save_model(model, os.path.join(run_dir, "model.keras"))
         _write_history(run_dir, history)
@@ -531,6 +535,26 @@ def _train_workers(config, run_dir, workers, verbose, x_train, x_test, y_test):
         raise
     write_status(run_dir, "finished", epochs=config["epochs"], workers=workers)
     return {"history": history, "metrics": metrics}
+
+
+@contextlib.contextmanager
+def _notes(verbose):
+    """keras_vae's own warnings as one `note:` line each on stderr (none when quiet).
+
+    A run's execution plan is in status.json either way; other warnings pass through.
+    """
+    from keras_vae.validation import KerasVAEWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", KerasVAEWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if not issubclass(w.category, KerasVAEWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                elif verbose:
+                    print(f"note: {w.message}", file=sys.stderr, flush=True)
 
 
 class _EpochLog(keras.callbacks.Callback):

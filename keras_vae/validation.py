@@ -51,7 +51,7 @@ class KerasVAEWarning(UserWarning):
 
 
 class ArgumentTypeError(TypeError, ValueError):
-    """A value of the wrong kind where an integer was expected (both a TypeError and a ValueError)."""
+    """A value of the wrong kind where an integer was expected (a TypeError and a ValueError)."""
 
 
 def _is_int(value):
@@ -311,7 +311,8 @@ def data_array(x, data_shape=None, likelihood_head=None, name="x"):
     import tensorflow as tf
 
     if x is None or isinstance(x, dict) or _is_dataset(x) or _is_stream(x):
-        expected = "(batch,) + data_shape" if data_shape is None else f"(batch,) + {tuple(data_shape)}"
+        expected = ("(batch,) + data_shape" if data_shape is None
+                    else f"(batch,) + {tuple(data_shape)}")
         raise TypeError(f"Expected `{name}` as an array of shape {expected}. "
                         f"Received: {name} of type {type(x).__name__}")
     arr = x.numpy() if isinstance(x, tf.Tensor) else np.asarray(x)
@@ -319,7 +320,8 @@ def data_array(x, data_shape=None, likelihood_head=None, name="x"):
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
         or np.issubdtype(arr.dtype, np.bool_)
     ):
-        raise TypeError(f"Expected `{name}` to hold real numbers. Received: {name}.dtype={arr.dtype}")
+        raise TypeError(f"Expected `{name}` to hold real numbers. "
+                        f"Received: {name}.dtype={arr.dtype}")
     if data_shape is None:
         if arr.ndim < 2:
             raise ValueError(f"Expected `{name}` of shape (batch,) + data_shape. "

@@ -76,6 +76,7 @@ def digits():
 def small_vae():
     """Factory for a tiny MLP VAE on 8x8x1 data."""
     import keras
+
     import keras_vae as kv
 
     def make(latent_dim=4, likelihood="bernoulli", compile=True, **kwargs):

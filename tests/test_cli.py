@@ -6,9 +6,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from conftest import tree_digest
 from PIL import Image
 
-from conftest import tree_digest
 from keras_vae import cli, runs
 
 TINY = ["--epochs", "2", "--hidden", "16", "--eval-samples", "20", "--batch-size", "128"]

@@ -184,7 +184,8 @@ def test_truncated_gzip_idx_file_raises_value_error(no_local_mnist):
     _write_mnist_like(folder, compress=True)
     path = folder / "train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-12])
-    with pytest.raises(ValueError, match="Could not read the IDX file .*Received: path=.*train-labels-idx1-ubyte.gz"):
+    with pytest.raises(ValueError, match="Could not read the IDX file .*Received: "
+                                         "path=.*train-labels-idx1-ubyte.gz"):
         data.load("mnist", data_dir=str(folder))
 
 

@@ -311,3 +311,17 @@ def test_a_custom_encoder_without_build_saves_and_loads_its_trained_weights(digi
     assert after == before
     for a, b in zip(vae.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed, error", [(1.9, TypeError), ("12", TypeError), (True, TypeError),
+                                         (-1, ValueError)])
+def test_sample_refuses_seeds_that_are_not_non_negative_integers(seed, error):
+    vae = kv.VAE(kv.MLPEncoder(2, hidden=(8,)), kv.MLPDecoder((4,), hidden=(8,)))
+    with pytest.raises(error, match=f"Received: seed={seed!r}"):
+        vae.sample(4, seed=seed)
+
+
+def test_sample_refuses_a_count_beyond_the_maximum_before_drawing():
+    vae = kv.VAE(kv.MLPEncoder(2, hidden=(8,)), kv.MLPDecoder((4,), hidden=(8,)))
+    with pytest.raises(ValueError, match="Received: num_samples=3000000000"):
+        vae.sample(3_000_000_000)

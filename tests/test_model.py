@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import BAD_DATA_CASES
 
 import keras_vae as kv
-from conftest import BAD_DATA_CASES
 from keras_vae.validation import KerasVAEWarning
 
 KEYS = {"loss", "elbo", "reconstruction", "kl", "beta"}

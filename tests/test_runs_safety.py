@@ -4,16 +4,13 @@ readers that check what they read, and one-line errors for file-system failures.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import keras
-import numpy as np
 import pytest
-
 from conftest import tree_digest
+
 from keras_vae import cli, files, runs
 
 TINY = ["--epochs", "1", "--eval-samples", "10", "--no-plots", "--no-export", "--hidden", "16",
@@ -318,3 +315,16 @@ def test_a_full_disk_is_one_line_and_marks_the_run_failed(tmp_path):
         assert not [n for n in os.listdir(run) if n.startswith(".tmp-")]
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["-n", "3000000000"], "Received: num_samples=3000000000"),
+    (["-n", "1000000", "--out", "big.png"], "Received: num_samples=1000000"),
+    (["--seed", "-1"], "Received: seed=-1"),
+])
+def test_sample_refusals_are_one_line_and_write_nothing(run, tmp_path, capsys, argv, match):
+    argv = [a if a != "big.png" else str(tmp_path / "big.png") for a in argv]
+    assert cli.main(["--quiet", "sample", run, *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert not os.path.exists(tmp_path / "big.png")
