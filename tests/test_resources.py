@@ -29,9 +29,25 @@ def limit(monkeypatch):
 
 
 def _cli(tmp_path, *args, limit=8 * GIB):
+    """`keras-vae ARGS` in a fresh process (what a user runs), with a fixed memory limit."""
     env = dict(os.environ, **{resources.ENV_VAR: str(limit), "TF_CPP_MIN_LOG_LEVEL": "3"})
     return subprocess.run([sys.executable, "-m", "keras_vae", *args], capture_output=True,
                           text=True, timeout=120, env=env, cwd=tmp_path)
+
+
+@pytest.fixture
+def cli_here(tmp_path, monkeypatch, capsys):
+    """`keras-vae ARGS` in this process (no TF start-up per case): the same main()."""
+    from keras_vae import cli
+
+    def run(*args, limit=8 * GIB):
+        monkeypatch.setenv(resources.ENV_VAR, str(limit))
+        monkeypatch.chdir(tmp_path)
+        capsys.readouterr()
+        code = cli.main(list(args))
+        return subprocess.CompletedProcess(args, code, "", capsys.readouterr().err)
+
+    return run
 
 
 def _assert_one_line_refusal(result, *fragments):
@@ -51,10 +67,16 @@ def _assert_one_line_refusal(result, *fragments):
      "num_samples=100000"),
 ])
 def test_train_refuses_a_model_or_step_that_cannot_fit_before_creating_the_run(
-        tmp_path, flags, fragment):
-    result = _cli(tmp_path, "train", "run", "--epochs", "1", *flags)
+        tmp_path, cli_here, flags, fragment):
+    result = cli_here("train", "run", "--epochs", "1", *flags)
     _assert_one_line_refusal(result, "needs about", "more than the 8.0 GiB available",
                              fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fresh_process_refuses_the_same_way(tmp_path):
+    result = _cli(tmp_path, "train", "run", "--epochs", "1", "--hidden", "1000000,1000000")
+    _assert_one_line_refusal(result, "needs about", "more than the 8.0 GiB available")
     assert not (tmp_path / "run").exists()
 
 
@@ -65,8 +87,8 @@ def test_train_refuses_a_model_or_step_that_cannot_fit_before_creating_the_run(
     (["--objective", "iwae", "--num-samples", "1000000"], "no larger than 100,000"),
     (["--eval-samples", "3000000000"], "no larger than 100,000"),
 ])
-def test_train_refuses_counts_above_the_config_maxima(tmp_path, flags, fragment):
-    result = _cli(tmp_path, "train", "run", "--epochs", "1", *flags)
+def test_train_refuses_counts_above_the_config_maxima(tmp_path, cli_here, flags, fragment):
+    result = cli_here("train", "run", "--epochs", "1", *flags)
     _assert_one_line_refusal(result, fragment)
     assert not (tmp_path / "run").exists()
 
