@@ -187,6 +187,13 @@ def main(argv=None):
         if args.command == "train" and e.errno in (errno.ENOSPC, errno.EDQUOT):
             during = " The run is marked failed; files written before are intact."
         print(f"keras-vae {args.command}: error: {_one_line(e)}.{during}", file=sys.stderr)
+        if during and argv is None:
+            # As the program (not called in-process): h5py, whose writes hit the full
+            # disk, crashes in interpreter shutdown (a segfault after tracebacks). The
+            # status is written and the line printed: leave without that shutdown.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         return 1 if during else 2
     except KeyboardInterrupt as e:
         name = getattr(e, "signal_name", "SIGINT")

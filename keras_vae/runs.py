@@ -116,7 +116,25 @@ def _write_history(run_dir, history):
 
 
 def write_status(run_dir, status, **details):
-    _write_json(os.path.join(run_dir, "status.json"), {"status": status, **details})
+    """Writes `status.json` atomically; on a full disk, in place as a last resort.
+
+    A run that fails because the disk is full must still say so: the rename
+    needs a new block the disk no longer has, while rewriting the few hundred
+    bytes of the existing file reuses its own.
+    """
+    path = os.path.join(run_dir, "status.json")
+    text = json.dumps({"status": status, **details}, indent=2, sort_keys=True,
+                      default=_jsonable) + "\n"
+    try:
+        atomic_write(path, text)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not os.path.isfile(path):
+            raise
+        with open(path, "r+b") as f:
+            f.write(text.encode("utf-8"))
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
 
 
 # -------------------------------------------------------------------- jobs

@@ -294,8 +294,6 @@ def test_a_300_character_name_is_one_line(run, tmp_path, capsys):
     _one_error_line(capsys)
 
 
-@pytest.mark.xfail(strict=True, reason="h5py segfaults (-11) at exit after Keras's "
-                   "BackupAndRestore save_weights hit ENOSPC; our one line is printed first")
 def test_a_full_disk_is_one_line_and_marks_the_run_failed(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
