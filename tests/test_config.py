@@ -184,3 +184,14 @@ def test_distributed_module_takes_the_same_flags_and_exits_2():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "invalid int value" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "RUN", "--quiet", "--debug"], ["--quiet", "train", "RUN", "--debug"],
+    ["evaluate", "RUN", "--quiet"], ["sample", "RUN", "--debug"], ["plot", "RUN", "--quiet"],
+    ["export", "RUN", "--out", "o", "--quiet", "--debug"],
+])
+def test_quiet_and_debug_are_accepted_before_and_after_the_subcommand(argv):
+    args = cli.build_parser().parse_args(argv)
+    assert getattr(args, "quiet", False) == ("--quiet" in argv)
+    assert getattr(args, "debug", False) == ("--debug" in argv)
