@@ -1,0 +1,68 @@
+"""Adversarial cases beyond the fuzz suite: odd paths, odd flag values, odd run-folder files.
+
+Each test is one behaviour a red-team pass found broken (one-line errors with exit 2,
+nothing written on a refusal, no silently accepted typo)."""
+
+import json
+import os
+import shutil
+
+import pytest
+from conftest import tree_digest
+
+from keras_vae import cli, runs
+from keras_vae import config as config_schema
+
+TINY = ["--epochs", "1", "--eval-samples", "10", "--no-plots", "--no-export", "--hidden", "16",
+        "--latent-dim", "2"]
+
+
+def _one_error_line(capsys):
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def _main(argv):
+    try:
+        return cli.main(argv)
+    except SystemExit as e:  # argparse
+        return e.code
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("adversarial") / "run")
+    assert cli.main(["--quiet", "train", path, *TINY]) == 0
+    return path
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    """A private copy of a finished tiny run."""
+    path = str(tmp_path / "run")
+    shutil.copytree(finished, path, symlinks=True)
+    return path
+
+
+def _digest(folder):
+    return {k: v for k, v in tree_digest(folder).items() if not k.startswith(runs.LOCK)}
+
+
+# ------------------------------------------------------------------ empty paths
+
+def test_train_refuses_an_empty_run_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--quiet", "train", "", *TINY]) == 2
+    assert "Received: run_dir=''" in _one_error_line(capsys)
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_refuses_an_empty_out_and_writes_nothing_into_the_working_folder(
+        run, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cli.main(["--quiet", "export", run, "--out", ""]) == 2
+    assert "Received: out=''" in _one_error_line(capsys)
+    assert os.listdir(work) == []
