@@ -698,6 +698,13 @@ def _inside(path, folder):
 def export_run(run_dir, out_dir, version=1, tflite=None, overwrite=False):
     """Exports a run's model (SavedModel + TFLite + parity report) into `out_dir`."""
     files.check_path(out_dir, "out")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"The export folder path is a file, not a folder. "
+                         f"Received: out={out_dir!r}")
+    if os.path.isdir(run_dir) and os.path.realpath(out_dir) == os.path.realpath(run_dir):
+        raise ValueError("The export folder may not be the run folder itself (its files would "
+                         f"mix with the run's; the run's own export is {run_dir!r}/export). "
+                         f"Received: out={out_dir!r}, run_dir={run_dir!r}")
     model, config = load_run(run_dir)
     (x_train, _), _ = load_data(config)
     variants = config["tflite"] if tflite is None else tflite
@@ -713,9 +720,16 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False):
         files.check_path(out, "out")
         if not (out.endswith(".npy") or out.endswith(".png")):
             raise ValueError(f"`out` must end in .npy or .png. Received: out={out!r}")
+        if os.path.isdir(out):
+            raise IsADirectoryError(f"{out!r} is a folder; name a .npy or .png file. "
+                                    f"Received: out={out!r}")
         if os.path.exists(out) and not overwrite:
             raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it. "
                                   f"Received: out={out!r}")
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"The folder of `out` does not exist: {parent!r}. "
+                                    f"Received: out={out!r}")
     model, _ = load_run(run_dir)
     if getattr(model, "prior", None) is None:
         raise ValueError("Sampling needs a generative model with a prior (a VAE). "

@@ -66,3 +66,33 @@ def test_export_refuses_an_empty_out_and_writes_nothing_into_the_working_folder(
     assert cli.main(["--quiet", "export", run, "--out", ""]) == 2
     assert "Received: out=''" in _one_error_line(capsys)
     assert os.listdir(work) == []
+
+
+# ------------------------------------------------------------------ --out targets
+
+@pytest.mark.parametrize("target", ["run", "model", "devnull"])
+def test_export_refuses_an_out_that_is_the_run_folder_or_a_file(run, target, capsys):
+    out = {"run": run, "model": os.path.join(run, "model.keras"), "devnull": os.devnull}[target]
+    before = _digest(run)
+    assert cli.main(["--quiet", "export", run, "--out", out]) == 2
+    assert "Received: out=" in _one_error_line(capsys)
+    assert _digest(run) == before
+
+
+def test_sample_refuses_an_out_in_a_missing_folder_naming_it(run, tmp_path, capsys):
+    out = str(tmp_path / "no" / "such" / "s.npy")
+    assert cli.main(["--quiet", "sample", run, "-n", "2", "--out", out]) == 2
+    line = _one_error_line(capsys)
+    assert "Received: out=" in line and ".tmp-" not in line
+    assert not os.path.exists(tmp_path / "no")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".png"])
+def test_sample_refuses_an_out_that_is_a_folder(run, tmp_path, suffix, capsys):
+    out = tmp_path / ("samples" + suffix)
+    out.mkdir()
+    assert cli.main(["--quiet", "sample", run, "-n", "2", "--out", str(out), "--overwrite"]) == 2
+    line = _one_error_line(capsys)
+    assert "Received: out=" in line and ".tmp-" not in line
+    assert out.is_dir() and os.listdir(out) == []
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")] == []
