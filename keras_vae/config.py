@@ -157,8 +157,8 @@ OPTIONS = (
     Option("plots", True, "bool", "outputs", "draw the pictures", resumable=True),
     Option("export", True, "bool", "outputs", "export SavedModel + TFLite", resumable=True),
     Option("tflite", ["float32", "float16", "int8"], "choices", "outputs",
-           "TFLite variants, e.g. float32,float16,int8", choices=_tflite_variants,
-           resumable=True),
+           "TFLite variants, e.g. float32,float16,int8 (none: no TFLite files)",
+           choices=_tflite_variants, resumable=True),
     Option("tensorboard", False, "bool", "outputs", "log scalars and images to RUN_DIR/tensorboard",
            resumable=True),
 )
@@ -283,6 +283,15 @@ def read_json(path):
 _UNSET = None  # argparse default: "not given", so the config file and defaults apply
 
 
+def _items(text):
+    """The comma-separated items of a list flag; an empty item ("16,,16", "", "a,") is a
+    typo, not something to drop (ValueError)."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise ValueError(text)
+    return items
+
+
 def _flag_value(option):
     """The argparse `type` of an option: text -> the JSON value it stands for."""
     def parse(text):
@@ -294,13 +303,20 @@ def _flag_value(option):
             return float(text)
         if option.kind == "ints":
             try:
-                return [int(t) for t in text.split(",") if t.strip()]
+                return [int(t) for t in _items(text)]
             except ValueError:
                 raise argparse.ArgumentTypeError(
                     f"expected comma-separated integers such as 256,128; received {text!r}"
                 ) from None
         if option.kind == "choices":
-            return [t.strip() for t in text.split(",") if t.strip()]
+            if text.strip().lower() == "none":
+                return []
+            try:
+                return _items(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected comma-separated names such as {','.join(map(str, option.default))}"
+                    f" (or none); received {text!r}") from None
         return text
     # argparse names the type in its messages ("invalid int value: 'abc'")
     parse.__name__ = {"int": "int", "count": "int", "seed": "int", "float": "float",

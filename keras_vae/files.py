@@ -37,8 +37,8 @@ def _unlink_quietly(path):
 
 
 def check_path(path, name="path"):
-    """Refuses an empty path and a path with a component longer than the file system allows (ENAMETOOLONG),
-    before anything is written.
+    """Refuses an empty path and a path with a component longer than the file system
+    allows (ENAMETOOLONG), before anything is written.
 
     Raises:
       ValueError: the path is empty (it would mean the working folder), or a component

@@ -3,7 +3,6 @@
 Each test is one behaviour a red-team pass found broken (one-line errors with exit 2,
 nothing written on a refusal, no silently accepted typo)."""
 
-import json
 import os
 import shutil
 
@@ -96,3 +95,29 @@ def test_sample_refuses_an_out_that_is_a_folder(run, tmp_path, suffix, capsys):
     assert "Received: out=" in line and ".tmp-" not in line
     assert out.is_dir() and os.listdir(out) == []
     assert [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")] == []
+
+
+# ------------------------------------------------------------------ list flags
+
+@pytest.mark.parametrize("flag, text", [("--hidden", "16,,16"), ("--hidden", "16,"),
+                                        ("--tflite", ""), ("--tflite", "float32,,int8")])
+def test_train_list_flags_refuse_empty_items(tmp_path, flag, text, capsys):
+    path = tmp_path / "run"
+    assert _main(["--quiet", "train", str(path), *TINY, flag, text]) == 2
+    assert flag in _one_error_line(capsys)
+    assert not path.exists()
+
+
+def test_tflite_none_means_no_tflite_files():
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "r", "--tflite", "none"])
+    assert config_schema.overrides(args)["tflite"] == []
+    assert parser.parse_args(["export", "r", "--out", "o", "--tflite", "none"]).tflite == []
+
+
+@pytest.mark.parametrize("text", ["", "float32,", ",int8"])
+def test_export_tflite_refuses_empty_items(run, tmp_path, text, capsys):
+    out = tmp_path / "out"
+    assert _main(["--quiet", "export", run, "--out", str(out), "--tflite", text]) == 2
+    assert "--tflite" in _one_error_line(capsys)
+    assert not out.exists()
