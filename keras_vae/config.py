@@ -252,6 +252,14 @@ def validate(config):
     return out
 
 
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"a key is given twice: {', '.join(repeated)}")
+    return dict(pairs)
+
+
 def read_json(path):
     """The JSON object in `path` (not validated; see `validate`).
 
@@ -259,6 +267,9 @@ def read_json(path):
       FileNotFoundError: no such file.
       ValueError: larger than `MAX_CONFIG_BYTES`, not UTF-8 JSON, or not an object.
     """
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError("A config file must be a regular JSON file (not a folder, device or "
+                         f"pipe). Received: config={path!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Config file not found. Received: config={path!r}")
     size = os.path.getsize(path)
@@ -267,8 +278,8 @@ def read_json(path):
                          f"{MAX_CONFIG_BYTES} bytes. Received: config={path!r} of {size} bytes")
     try:
         with open(path, encoding="utf-8") as f:
-            loaded = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            loaded = json.load(f, object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, digits
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"Config file is not valid JSON ({reason}). "
                          f"Received: config={path!r}") from None

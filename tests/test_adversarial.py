@@ -121,3 +121,26 @@ def test_export_tflite_refuses_empty_items(run, tmp_path, text, capsys):
     assert _main(["--quiet", "export", run, "--out", str(out), "--tflite", text]) == 2
     assert "--tflite" in _one_error_line(capsys)
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ config files
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"epochs": 1, "epochs": 3}', "given twice: epochs"),
+    ('{"epochs": ' + "9" * 5000 + "}", "not valid JSON"),
+])
+def test_config_file_refuses_repeated_keys_and_huge_integers(tmp_path, text, expected, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(text)
+    path = tmp_path / "run"
+    assert cli.main(["--quiet", "train", str(path), "--config", str(cfg)]) == 2
+    line = _one_error_line(capsys)
+    assert expected in line and "Received: config=" in line
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("which", ["folder", "device"])
+def test_config_that_is_not_a_regular_file_says_so(tmp_path, which, capsys):
+    cfg = str(tmp_path) if which == "folder" else "/dev/zero"
+    assert cli.main(["--quiet", "train", str(tmp_path / "run"), "--config", cfg]) == 2
+    assert "regular JSON file" in _one_error_line(capsys)
