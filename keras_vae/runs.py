@@ -629,6 +629,10 @@ def load_run(run_dir):
         raise ValueError(f"{run_dir!r} is not a keras-vae run folder (no {MARKER} marker, "
                          "no config.json and status.json). Received: run_dir={run_dir!r}")
     status = read_status(run_dir).get("status")
+    if not isinstance(status, str) and is_marked(run_dir):  # our runs always write one
+        raise ValueError(f"{run_dir!r} has a missing or unreadable status.json (expected a "
+                         "JSON object with a \"status\"), so it is not known to have finished. "
+                         f"Received: run_dir={run_dir!r}")
     if status not in ("finished", None) or not os.path.isfile(model_path):
         if status in ("running", "interrupted", "failed"):
             raise ValueError(f"{run_dir!r} holds a run that did not finish (status "
@@ -679,15 +683,34 @@ def plot_run(run_dir):
     model, config = load_run(run_dir)
     _, (x_test, y_test) = load_data(config)
     history = None
-    if os.path.isfile(os.path.join(run_dir, "history.json")):
-        with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
-            history = json.load(f)
+    if os.path.lexists(os.path.join(run_dir, "history.json")):
+        history = _read_history(run_dir)
     plots = os.path.join(run_dir, "plots")
     if os.path.islink(plots):
         raise ValueError(f"{plots!r} is a symbolic link; keras-vae draws only into a real "
                          f"folder of the run. Received: run_dir={run_dir!r}")
     with _writing(run_dir):
         return _plot(model, x_test, y_test, run_dir, history, config["seed"])
+
+
+def _read_history(run_dir):
+    """history.json of a run: a dict of equally long lists of numbers (ValueError if not)."""
+    path = os.path.join(run_dir, "history.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            history = json.load(f)
+        ok = (isinstance(history, dict) and history
+              and all(isinstance(v, list) and v and all(
+                  isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                  for v in history.values())
+              and len({len(v) for v in history.values()}) == 1)
+    except (OSError, ValueError, RecursionError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path!r} is damaged (expected a JSON object of equally long lists of "
+                         "numbers, one per logged quantity); restore it, or delete it to draw "
+                         f"the other pictures. Received: run_dir={run_dir!r}")
+    return history
 
 
 def _inside(path, folder):

@@ -144,3 +144,33 @@ def test_config_that_is_not_a_regular_file_says_so(tmp_path, which, capsys):
     cfg = str(tmp_path) if which == "folder" else "/dev/zero"
     assert cli.main(["--quiet", "train", str(tmp_path / "run"), "--config", cfg]) == 2
     assert "regular JSON file" in _one_error_line(capsys)
+
+
+# ------------------------------------------------------------------ damaged run files
+
+@pytest.mark.parametrize("text", ["{{{", "[1, 2]", '{"loss": "abc"}', '{"loss": [1.0], "kl": []}',
+                                  '{"loss": [true]}'])
+def test_plot_refuses_a_damaged_history_and_draws_nothing(run, text, capsys):
+    with open(os.path.join(run, "history.json"), "w") as f:
+        f.write(text)
+    before = _digest(run)
+    assert cli.main(["--quiet", "plot", run]) == 2
+    line = _one_error_line(capsys)
+    assert "history.json" in line and "Received: run_dir=" in line
+    assert _digest(run) == before
+
+
+def test_plot_refuses_a_history_that_is_a_folder(run, capsys):
+    os.unlink(os.path.join(run, "history.json"))
+    os.mkdir(os.path.join(run, "history.json"))
+    assert cli.main(["--quiet", "plot", run]) == 2
+    assert "history.json" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("text", ["\x00garbage", '{"status": 3}', "[]", ""])
+def test_readers_refuse_a_marked_run_whose_status_is_unreadable(run, text, capsys):
+    with open(os.path.join(run, "status.json"), "w") as f:
+        f.write(text)
+    assert cli.main(["--quiet", "sample", run, "-n", "2"]) == 2
+    line = _one_error_line(capsys)
+    assert "status.json" in line and "no model.keras" not in line
