@@ -689,6 +689,9 @@ def plot_run(run_dir):
     if os.path.islink(plots):
         raise ValueError(f"{plots!r} is a symbolic link; keras-vae draws only into a real "
                          f"folder of the run. Received: run_dir={run_dir!r}")
+    if os.path.lexists(plots) and not os.path.isdir(plots):
+        raise ValueError(f"{plots!r} is a file, not a folder; keras-vae draws only into the "
+                         f"run's plots folder (move the file away). Received: run_dir={run_dir!r}")
     with _writing(run_dir):
         return _plot(model, x_test, y_test, run_dir, history, config["seed"])
 

@@ -174,3 +174,13 @@ def test_readers_refuse_a_marked_run_whose_status_is_unreadable(run, text, capsy
     assert cli.main(["--quiet", "sample", run, "-n", "2"]) == 2
     line = _one_error_line(capsys)
     assert "status.json" in line and "no model.keras" not in line
+
+
+def test_plot_refuses_a_plots_entry_that_is_a_file_and_keeps_it(run, capsys):
+    shutil.rmtree(os.path.join(run, "plots"), ignore_errors=True)
+    with open(os.path.join(run, "plots"), "w") as f:
+        f.write("the user's notes")
+    assert cli.main(["--quiet", "plot", run]) == 2
+    assert "Received: run_dir=" in _one_error_line(capsys)
+    with open(os.path.join(run, "plots")) as f:
+        assert f.read() == "the user's notes"
