@@ -53,7 +53,14 @@ def _one_line(error):
 
 
 def _csv(text):
-    return [t.strip() for t in text.split(",") if t.strip()]
+    """--tflite of export: comma-separated variants, or "none"; an empty item is refused."""
+    if text.strip().lower() == "none":
+        return []
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated variants such as float32,int8 (or none); received {text!r}")
+    return items
 
 
 def _common(parser):
@@ -113,7 +120,8 @@ def build_parser():
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--version", type=int, default=1, help="SavedModel version (default 1)")
-    p.add_argument("--tflite", type=_csv, help="variants (default: the run's config)")
+    p.add_argument("--tflite", type=_csv,
+                   help="variants, e.g. float32,int8, or none (default: the run's config)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     return parser
 

@@ -157,8 +157,8 @@ OPTIONS = (
     Option("plots", True, "bool", "outputs", "draw the pictures", resumable=True),
     Option("export", True, "bool", "outputs", "export SavedModel + TFLite", resumable=True),
     Option("tflite", ["float32", "float16", "int8"], "choices", "outputs",
-           "TFLite variants, e.g. float32,float16,int8", choices=_tflite_variants,
-           resumable=True),
+           "TFLite variants, e.g. float32,float16,int8 (none: no TFLite files)",
+           choices=_tflite_variants, resumable=True),
     Option("tensorboard", False, "bool", "outputs", "log scalars and images to RUN_DIR/tensorboard",
            resumable=True),
 )
@@ -252,6 +252,14 @@ def validate(config):
     return out
 
 
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"a key is given twice: {', '.join(repeated)}")
+    return dict(pairs)
+
+
 def read_json(path):
     """The JSON object in `path` (not validated; see `validate`).
 
@@ -259,6 +267,9 @@ def read_json(path):
       FileNotFoundError: no such file.
       ValueError: larger than `MAX_CONFIG_BYTES`, not UTF-8 JSON, or not an object.
     """
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError("A config file must be a regular JSON file (not a folder, device or "
+                         f"pipe). Received: config={path!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Config file not found. Received: config={path!r}")
     size = os.path.getsize(path)
@@ -267,8 +278,8 @@ def read_json(path):
                          f"{MAX_CONFIG_BYTES} bytes. Received: config={path!r} of {size} bytes")
     try:
         with open(path, encoding="utf-8") as f:
-            loaded = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            loaded = json.load(f, object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, digits
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"Config file is not valid JSON ({reason}). "
                          f"Received: config={path!r}") from None
@@ -283,6 +294,15 @@ def read_json(path):
 _UNSET = None  # argparse default: "not given", so the config file and defaults apply
 
 
+def _items(text):
+    """The comma-separated items of a list flag; an empty item ("16,,16", "", "a,") is a
+    typo, not something to drop (ValueError)."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise ValueError(text)
+    return items
+
+
 def _flag_value(option):
     """The argparse `type` of an option: text -> the JSON value it stands for."""
     def parse(text):
@@ -294,13 +314,20 @@ def _flag_value(option):
             return float(text)
         if option.kind == "ints":
             try:
-                return [int(t) for t in text.split(",") if t.strip()]
+                return [int(t) for t in _items(text)]
             except ValueError:
                 raise argparse.ArgumentTypeError(
                     f"expected comma-separated integers such as 256,128; received {text!r}"
                 ) from None
         if option.kind == "choices":
-            return [t.strip() for t in text.split(",") if t.strip()]
+            if text.strip().lower() == "none":
+                return []
+            try:
+                return _items(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected comma-separated names such as {','.join(map(str, option.default))}"
+                    f" (or none); received {text!r}") from None
         return text
     # argparse names the type in its messages ("invalid int value: 'abc'")
     parse.__name__ = {"int": "int", "count": "int", "seed": "int", "float": "float",

@@ -37,13 +37,17 @@ def _unlink_quietly(path):
 
 
 def check_path(path, name="path"):
-    """Refuses a path with a component longer than the file system allows (ENAMETOOLONG),
-    before anything is written.
+    """Refuses an empty path and a path with a component longer than the file system
+    allows (ENAMETOOLONG), before anything is written.
 
     Raises:
-      ValueError: a component is too long.
+      ValueError: the path is empty (it would mean the working folder), or a component
+        is too long.
     """
     path = os.fspath(path)
+    if not (path.strip() if isinstance(path, str) else path):
+        raise ValueError(f"`{name}` must name a file or folder; an empty path would mean the "
+                         f"working folder. Received: {name}={path!r}")
     probe = os.path.dirname(os.path.abspath(path))
     while not os.path.isdir(probe):
         probe = os.path.dirname(probe)

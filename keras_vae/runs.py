@@ -647,6 +647,10 @@ def load_run(run_dir):
         raise ValueError(f"{run_dir!r} is not a keras-vae run folder (no {MARKER} marker, "
                          "no config.json and status.json). Received: run_dir={run_dir!r}")
     status = read_status(run_dir).get("status")
+    if not isinstance(status, str) and is_marked(run_dir):  # our runs always write one
+        raise ValueError(f"{run_dir!r} has a missing or unreadable status.json (expected a "
+                         "JSON object with a \"status\"), so it is not known to have finished. "
+                         f"Received: run_dir={run_dir!r}")
     if status not in ("finished", None) or not os.path.isfile(model_path):
         if status in ("running", "interrupted", "failed"):
             raise ValueError(f"{run_dir!r} holds a run that did not finish (status "
@@ -697,15 +701,37 @@ def plot_run(run_dir):
     model, config = load_run(run_dir)
     _, (x_test, y_test) = load_data(config)
     history = None
-    if os.path.isfile(os.path.join(run_dir, "history.json")):
-        with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
-            history = json.load(f)
+    if os.path.lexists(os.path.join(run_dir, "history.json")):
+        history = _read_history(run_dir)
     plots = os.path.join(run_dir, "plots")
     if os.path.islink(plots):
         raise ValueError(f"{plots!r} is a symbolic link; keras-vae draws only into a real "
                          f"folder of the run. Received: run_dir={run_dir!r}")
+    if os.path.lexists(plots) and not os.path.isdir(plots):
+        raise ValueError(f"{plots!r} is a file, not a folder; keras-vae draws only into the "
+                         f"run's plots folder (move the file away). Received: run_dir={run_dir!r}")
     with _writing(run_dir):
         return _plot(model, x_test, y_test, run_dir, history, config["seed"])
+
+
+def _read_history(run_dir):
+    """history.json of a run: a dict of equally long lists of numbers (ValueError if not)."""
+    path = os.path.join(run_dir, "history.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            history = json.load(f)
+        ok = (isinstance(history, dict) and history
+              and all(isinstance(v, list) and v and all(
+                  isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                  for v in history.values())
+              and len({len(v) for v in history.values()}) == 1)
+    except (OSError, ValueError, RecursionError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path!r} is damaged (expected a JSON object of equally long lists of "
+                         "numbers, one per logged quantity); restore it, or delete it to draw "
+                         f"the other pictures. Received: run_dir={run_dir!r}")
+    return history
 
 
 def _inside(path, folder):
@@ -716,6 +742,13 @@ def _inside(path, folder):
 def export_run(run_dir, out_dir, version=1, tflite=None, overwrite=False):
     """Exports a run's model (SavedModel + TFLite + parity report) into `out_dir`."""
     files.check_path(out_dir, "out")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"The export folder path is a file, not a folder. "
+                         f"Received: out={out_dir!r}")
+    if os.path.isdir(run_dir) and os.path.realpath(out_dir) == os.path.realpath(run_dir):
+        raise ValueError("The export folder may not be the run folder itself (its files would "
+                         f"mix with the run's; the run's own export is {run_dir!r}/export). "
+                         f"Received: out={out_dir!r}, run_dir={run_dir!r}")
     model, config = load_run(run_dir)
     (x_train, _), _ = load_data(config)
     variants = config["tflite"] if tflite is None else tflite
@@ -731,9 +764,16 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False):
         files.check_path(out, "out")
         if not (out.endswith(".npy") or out.endswith(".png")):
             raise ValueError(f"`out` must end in .npy or .png. Received: out={out!r}")
+        if os.path.isdir(out):
+            raise IsADirectoryError(f"{out!r} is a folder; name a .npy or .png file. "
+                                    f"Received: out={out!r}")
         if os.path.exists(out) and not overwrite:
             raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it. "
                                   f"Received: out={out!r}")
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"The folder of `out` does not exist: {parent!r}. "
+                                    f"Received: out={out!r}")
     model, _ = load_run(run_dir)
     if getattr(model, "prior", None) is None:
         raise ValueError("Sampling needs a generative model with a prior (a VAE). "
