@@ -228,3 +228,12 @@ def test_sample_grid_refuses_before_sampling(vae, limit, monkeypatch):
 def test_manifold_grid_refuses_n_squared_tiles_before_decoding(vae, limit):
     with pytest.raises(resources.ResourceLimitError, match="n x n"):
         vz.manifold_grid(vae, n=100_000)
+
+
+def test_an_iwae_step_with_a_huge_k_is_refused(tmp_path, cli_here):
+    """K=100,000 at batch 64 on the digits grew past 12 GB and crawled for minutes."""
+    assert resources.estimate_step_bytes(64, 100_000, 64, 2, [16]) > 12 * GIB
+    result = cli_here("train", "run", "--epochs", "1", "--hidden", "16", "--objective", "iwae",
+                      "--num-samples", "100000", limit=20 * GIB)
+    _assert_one_line_refusal(result, "needs about", "num_samples=100000")
+    assert not (tmp_path / "run").exists()
