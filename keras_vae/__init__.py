@@ -86,6 +86,7 @@ from keras_vae.distributions import (
 from keras_vae.evaluation import log_likelihood
 from keras_vae.latent import embed
 from keras_vae.model import VAE
+from keras_vae.conditional import ConditionalVAE
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from keras_vae.priors import MixturePrior, StandardNormalPrior
 
@@ -103,6 +104,7 @@ def __getattr__(name):
 
 __all__ = [
     "VAE",
+    "ConditionalVAE",
     "Autoencoder",
     "TiedMLPDecoder",
     "pretrain_layerwise",
