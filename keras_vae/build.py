@@ -10,7 +10,32 @@ builds and compiles the model it describes. Both take a validated config
 import keras
 import numpy as np
 
-__all__ = ["build_model", "load_data"]
+__all__ = ["build_model", "load_data", "num_classes_of"]
+
+
+def num_classes_of(config, y_train, y_test):
+    """Classes C of a conditional run (max label + 1), or None when not conditional.
+
+    Raises:
+      ValueError: `conditional` with a model other than "vae", or with a data set
+        without integer labels >= 0.
+      TypeError: for labels that are not integers.
+    """
+    from keras_vae import validation
+    if not config.get("conditional"):
+        return None
+    if config["model"] != "vae":
+        raise ValueError("--conditional trains a conditional VAE: it needs --model vae. "
+                         f"Received: model={config['model']!r}")
+    if y_train is None or y_test is None:
+        raise ValueError("--conditional needs a data set with labels (digits, fashion_mnist, "
+                         "mnist, an .npz with y_train/y_test). Received: a data set without "
+                         "labels")
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1 if y_train.size else 0
+    validation.labels("y_train", y_train, None, max(num_classes, 1))
+    validation.labels("y_test", y_test, None, max(num_classes, 1))
+    return num_classes
 
 
 def _likelihood(config, data_shape):
@@ -38,12 +63,15 @@ def _check_resources(config, data_shape):
                              likelihood_params=2 * int(np.prod(data_shape)))
 
 
-def build_model(config, data_shape):
+def build_model(config, data_shape, num_classes=None):
     """Builds and compiles the model a config describes, for data of `data_shape`.
 
     Args:
       config: a validated run config (`keras_vae.config.validate`).
       data_shape: shape of one example.
+      num_classes: the number of classes of the data set's labels; needed
+        (and only used) with `config["conditional"]`, which builds a
+        `keras_vae.ConditionalVAE` (see `num_classes_of`).
 
     Returns:
       the compiled model.
@@ -86,9 +114,17 @@ def build_model(config, data_shape):
         if config["corruption"] is not None:
             extra = {"corruption": config["corruption"],
                      "corruption_rate": config["corruption_rate"]}
-        model = model_lib.VAE(encoder, decoder, prior=config["prior"], beta=config["beta"],
-                       num_samples=config["num_samples"], objective=config["objective"],
-                       free_bits=config["free_bits"], seed=config["seed"], **extra)
+        if config.get("conditional"):
+            from keras_vae.conditional import ConditionalVAE
+            if num_classes is None:
+                raise ValueError("A conditional run needs the number of classes of the data "
+                                 "set's labels. Received: num_classes=None")
+            model_class, extra = ConditionalVAE, {**extra, "num_classes": num_classes}
+        else:
+            model_class = model_lib.VAE
+        model = model_class(encoder, decoder, prior=config["prior"], beta=config["beta"],
+                            num_samples=config["num_samples"], objective=config["objective"],
+                            free_bits=config["free_bits"], seed=config["seed"], **extra)
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                   jit_compile=config["jit_compile"])
     return model
