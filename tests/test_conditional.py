@@ -321,6 +321,26 @@ def test_exported_conditional_signatures_equal_keras(conditional_run, tmp_path):
         import json
         report = json.load(f)
     assert all(row["within_tolerance"] for row in report["artifacts"].values())
+    assert report["artifacts"]["tflite/sampler"]["sample_ok"]
+
+
+def test_tflite_conditional_decoder_and_sampler_use_builtin_ops(conditional_run):
+    import os
+
+    from keras_vae.export import lite
+
+    model, _ = runs_load(conditional_run)
+    folder = os.path.join(conditional_run, "export", "tflite")
+    assert sorted(os.listdir(folder)) == ["decoder_float16.tflite", "decoder_float32.tflite",
+                                          "decoder_int8.tflite", "sampler.tflite"]
+    z = np.random.default_rng(1).normal(size=(4, model.latent_dim)).astype("float32")
+    y = np.array([2, 2, 7, 0], "int32")
+    out = lite.run(os.path.join(folder, "decoder_float32.tflite"), "decode", z=z, y=y)
+    np.testing.assert_allclose(out["x_mean"], model.decode(z, y).mean(), atol=1e-5)
+    sampler = os.path.join(folder, "sampler.tflite")
+    drawn = lite.run(sampler, "sample", n=np.array(5, "int32"), y=np.array([3], "int32"))
+    assert drawn["x_mean"].shape == (5, 8, 8, 1) and np.all(np.isfinite(drawn["x_mean"]))
+    assert "ONE_HOT" in lite.op_names(sampler)
 
 
 def runs_load(run_dir):

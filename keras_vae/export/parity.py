@@ -346,8 +346,13 @@ def _versions():
 
 
 def conditional_parity_report(model, out_dir, saved_model_dir, data=None, saved_model_cli=False,
-                              batch_size=64):
-    """`parity_report` for a conditional model's SavedModel (no TFLite files yet).
+                              batch_size=64, tflite_paths=None):
+    """`parity_report` for a conditional model's SavedModel and TFLite files.
+
+    TFLite decoders (`tflite_paths`, variant -> path) run `decode(z, y)` with
+    ai-edge-litert against Keras within `TOLERANCES[variant]`; the sampler
+    runs `decode(z, y)` likewise and `sample(n, y)` (fresh noise) for shapes
+    and finite values.
 
     Every signature (`decode(z, y)`, `sample(n, y, seed)`, `encode(x, y)`,
     `reconstruct(x, y)`) runs through `tf.saved_model.load` and the graph
@@ -404,6 +409,18 @@ def conditional_parity_report(model, out_dir, saved_model_dir, data=None, saved_
             rows["saved_model_cli/decode"] = _row(version_dir, out_dir, max_abs_diff(out, ref),
                                                   tol, size=size,
                                                   loader="saved_model_cli run (subprocess)")
+    decode_inputs, decode_ref = expected["decode"]
+    for variant, path in (tflite_paths or {}).items():
+        out = tflite_lib.run(path, "decode", **decode_inputs)
+        tol = TOLERANCES[variant]
+        extra = {}
+        if variant == "sampler":
+            drawn = tflite_lib.run(path, "sample", n=np.array(batch_size, np.int32), y=y)
+            extra["sample_ok"] = bool(drawn["x_mean"].shape == (batch_size, *model.data_shape)
+                                      and np.all(np.isfinite(drawn["x_mean"])))
+        rows[f"tflite/{variant}"] = _row(path, out_dir, max_abs_diff(out, decode_ref), tol,
+                                         size=os.path.getsize(path), loader="ai-edge-litert",
+                                         **extra)
     report = {
         "model": {"latent_dim": int(model.latent_dim),
                   "data_shape": [int(d) for d in model.data_shape],
@@ -413,7 +430,8 @@ def conditional_parity_report(model, out_dir, saved_model_dir, data=None, saved_
                   "x": "rows of the given data" if data is not None else "decoder means",
                   "y": "labels b mod C" if model.num_classes else "N(0, I) vectors, seed 4"},
         "artifacts": rows,
-        "note": "conditional models: SavedModel only, no TFLite files yet",
+        "note": "conditional models: TFLite decoders take (z, y), the sampler (n, y); "
+                "no int8_full variant yet",
         "versions": _versions(),
     }
     os.makedirs(out_dir, exist_ok=True)
