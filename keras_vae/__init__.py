@@ -89,6 +89,7 @@ from keras_vae.latent import embed
 from keras_vae.model import VAE
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from keras_vae.priors import MixturePrior, StandardNormalPrior
+from keras_vae.semisupervised import SemiSupervisedVAE
 
 __version__ = "0.1.0"
 
@@ -105,6 +106,7 @@ def __getattr__(name):
 __all__ = [
     "VAE",
     "ConditionalVAE",
+    "SemiSupervisedVAE",
     "Autoencoder",
     "TiedMLPDecoder",
     "pretrain_layerwise",

@@ -92,6 +92,7 @@ class ConditionalVAE(VAE):
     """
 
     conditional = True
+    unlabelled_allowed = False  # -1 labels in fit/evaluate (SemiSupervisedVAE)
 
     def __init__(self, encoder, decoder, num_classes=None, condition_dim=None, **kwargs):
         if (num_classes is None) == (condition_dim is None):
@@ -120,7 +121,7 @@ class ConditionalVAE(VAE):
 
     # ------------------------------------------------------- conditions
 
-    def check_condition(self, y, n=None, name="y"):
+    def check_condition(self, y, n=None, name="y", allow_unlabelled=False):
         """Checks `y` for `n` examples; int32 labels `[n]` or float32 vectors `[n, k]` (numpy).
 
         Raises:
@@ -132,7 +133,8 @@ class ConditionalVAE(VAE):
                     else f"condition vectors `y` of shape (n, {self.condition_dim})")
             raise ValueError(f"A ConditionalVAE needs {what} with the data. Received: {name}=None")
         if self.num_classes:
-            return validation.labels(name, y, n, self.num_classes)
+            return validation.labels(name, y, n, self.num_classes,
+                                     allow_unlabelled=allow_unlabelled)
         return validation.condition_vectors(name, y, n, self.condition_dim)
 
     def conditions(self, y, n=None, name="y"):
@@ -210,6 +212,7 @@ class ConditionalVAE(VAE):
 
     def call(self, inputs, training=False):
         x, c = inputs
+        c = self.condition_tensor(c)
         q = self.encoder(x, condition=c, training=training)
         return self.decoder(q.mean(), condition=c, training=training).mean()
 
@@ -226,13 +229,15 @@ class ConditionalVAE(VAE):
         if not _is_batched(x):
             n = len(validation.data_array(validation.select_input(x, self.input_key, name),
                                           self.data_shape, self.decoder.head, name))
-            return self.check_condition(y, n, f"{name}[1]" if name != "x" else "y")
+            return self.check_condition(y, n, f"{name}[1]" if name != "x" else "y",
+                                        allow_unlabelled=self.unlabelled_allowed)
         if isinstance(x, tf.data.Dataset) and y is None:  # its first batch's labels, eagerly
             for element in x.take(1):
                 first, labels, _ = keras.utils.unpack_x_y_sample_weight(element)
                 if isinstance(first, dict) and labels is None:
                     labels = first.get("label")
-                self.check_condition(labels, None, f"{name} labels (first batch)")
+                self.check_condition(labels, None, f"{name} labels (first batch)",
+                                     allow_unlabelled=self.unlabelled_allowed)
         if y is not None:
             raise ValueError(f"Give the labels inside the dataset or generator `{name}` "
                              "(elements (x, y)), not as `y`. Received: y=<given>")

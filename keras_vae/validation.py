@@ -357,7 +357,7 @@ def _length_check(name, arr, n):
                          f"Received: {name}.shape={arr.shape}")
 
 
-def labels(name, y, n, num_classes):
+def labels(name, y, n, num_classes, allow_unlabelled=False):
     """Class labels as int32 numpy `[n]`: integers in [0, num_classes), or one-hot rows.
 
     Args:
@@ -366,6 +366,7 @@ def labels(name, y, n, num_classes):
         integers), or a one-hot array `[n, num_classes]` of 0/1.
       n: expected number of examples, or None for any.
       num_classes: number of classes C.
+      allow_unlabelled: also accept -1, "no label" (semi-supervised training).
 
     Raises:
       TypeError: for None, strings, objects, non-integer labels.
@@ -395,10 +396,15 @@ def labels(name, y, n, num_classes):
         raise ValueError(f"Expected `{name}` of shape (n,) or (n, {num_classes}) "
                          f"(one-hot). Received: {name}.shape={arr.shape}")
     _length_check(name, arr, n)
-    bad = arr[(arr < 0) | (arr >= num_classes)]
+    low = -1 if allow_unlabelled else 0
+    bad = arr[(arr < low) | (arr >= num_classes)]
+    if bad.size and not allow_unlabelled and np.all(bad == -1):
+        raise ValueError(f"Expected labels in [0, {num_classes}); -1 (unlabelled) needs a "
+                         f"classifier head q(y|x): use keras_vae.SemiSupervisedVAE. "
+                         f"Received: {name} holding -1")
     if bad.size:
-        raise ValueError(f"Expected labels in [0, {num_classes}). Received: {name} holding "
-                         f"{bad[0]} (min={arr.min()}, max={arr.max()})")
+        raise ValueError(f"Expected labels in [{low}, {num_classes}). Received: {name} "
+                         f"holding {bad[0]} (min={arr.min()}, max={arr.max()})")
     return arr.astype("int32")
 
 
