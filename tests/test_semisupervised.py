@@ -118,8 +118,21 @@ def test_fifty_labels_beat_the_classifier_trained_on_them_alone(digits):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     alone.fit(x[train][labelled], y[train][labelled], epochs=200, verbose=0)
     supervised = float(np.mean(alone.predict(x[test], verbose=0).argmax(1) == y[test]))
-    # Measured (seed 0, 297 test digits): M2 MEASURED_M2, the classifier alone MEASURED_SUP.
+    # Measured in the same setup (seed 0, 297 held-out digits): M2 0.889, the classifier
+    # alone 0.862 (alpha=100: 0.896). A modest margin at 50 labels, see the notes.
     assert m2 > supervised, (m2, supervised)
 
 
 ALPHA = 30.0
+
+
+def test_exported_classify_signature_equals_keras(tmp_path):
+    from keras_vae.export import parity
+
+    model = _m2()
+    model.fit(X8, np.where(np.arange(24) % 2, Y8, -1), epochs=1, batch_size=8, verbose=0)
+    report = kv.export.export_all(model, str(tmp_path / "export"), tflite_variants=())
+    assert report["artifacts"]["session_loader/classify"]["within_tolerance"]
+    version = str(tmp_path / "export" / "saved_model" / "1")
+    out = parity.run_saved_model_cli(version, "classify", {"x": X8[:4]})
+    np.testing.assert_allclose(out["probs"], model.classify(X8[:4]), atol=1e-5)

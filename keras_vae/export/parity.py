@@ -390,12 +390,14 @@ def conditional_parity_report(model, out_dir, saved_model_dir, data=None, saved_
                                       "z_stddev": np.asarray(q.stddev())}),
         "reconstruct": ({"x": x, "y": y}, {"x_mean": np.asarray(model.reconstruct(x, y))}),
     }
+    if hasattr(model, "classify"):
+        expected["classify"] = ({"x": x}, {"probs": model.classify(x)})
     tol = TOLERANCES["saved_model"]
     loaded = tf.saved_model.load(version_dir)
     available = signatures.read_signatures(version_dir)
     size = _dir_size(version_dir)
     rows = {}
-    for name in [n for n in _ORDER if n in available]:
+    for name in [n for n in _ORDER + ("classify",) if n in available]:
         inputs, ref = expected[name]
         out = _numpy(loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()}))
         rows[f"saved_model/{name}"] = _row(version_dir, out_dir, max_abs_diff(out, ref), tol,

@@ -249,7 +249,8 @@ def condition_of(model, y):
 
 def _conditional_specs(model, parts, sampler):
     """`decode(z, y)`, `sample(n, y, seed)` (y of length n, or 1: repeated n times),
-    `encode(x, y)`, `reconstruct(x, y)` of a conditional model (see `signature_specs`)."""
+    `encode(x, y)`, `reconstruct(x, y)` of a conditional model (see `signature_specs`), and
+    `classify(x)` -> `probs [B, C]` for a model with a classifier head (M2)."""
     z_spec = _spec([None, model.latent_dim], tf.float32, "z")
     x_spec = _spec([None, *model.data_shape], tf.float32, "x")
     y_spec = condition_spec(model)
@@ -283,6 +284,10 @@ def _conditional_specs(model, parts, sampler):
             specs["sample"] = (random, [n_spec, y_spec])
     if "encoder" in parts:
         specs["encode"] = (lambda x, y: posterior_outputs(encoder(x, y)), [x_spec, y_spec])
+        if getattr(model, "classifier", None) is not None:  # M2: q(y|x)
+            specs["classify"] = (
+                lambda x: {"probs": tf.nn.softmax(model.classifier(x, training=False))},
+                [x_spec])
         if "decoder" in parts:
             specs["reconstruct"] = (
                 lambda x, y: likelihood_outputs(decoder(encoder(x, y).mean(), y)),
