@@ -91,7 +91,8 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
       x: `[N] + data_shape` evaluation data.
       y: optional `[N]` labels; required for a conditional model
         (`keras_vae.ConditionalVAE`), whose report is the conditional
-        log-likelihood log p(x|y) and ELBO terms only.
+        log-likelihood log p(x|y) and ELBO terms only (and, with a
+        classifier head (M2), `classification_accuracy` of q(y|x)).
       num_samples: K for the log-likelihood estimate.
       batch_size: examples per batch.
       seed: integer seed for every random draw.
@@ -125,6 +126,9 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
             "reconstruction": float(np.mean(terms["reconstruction"])),
             "kl": float(np.mean(terms["kl"])),
         })
+        if callable(getattr(model, "classify", None)):  # M2: q(y|x) on the test labels
+            predicted = model.classify(x, batch_size=max(batch_size, 500)).argmax(axis=1)
+            metrics["classification_accuracy"] = float(np.mean(predicted == np.asarray(y)))
         return metrics
     if prior_distribution(model) is not None:
         ll = log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size,

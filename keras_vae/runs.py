@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from keras_vae import config as config_schema
 from keras_vae import files
-from keras_vae.build import build_model, load_data, num_classes_of
+from keras_vae.build import build_model, label_subset, load_data, num_classes_of
 from keras_vae.files import atomic_write, save_model
 
 __all__ = ["DEFAULTS", "requested_config", "resolve_config", "build_model", "train",
@@ -402,16 +402,24 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
     if workers > 1:
         for flag, bad in (("--resume", resume), ("--tensorboard", config["tensorboard"]),
                           ("--stacked", config["stacked"]),
-                          ("--conditional", config["conditional"])):
+                          ("--conditional", config["conditional"]),
+                          ("--labels", config["labels"] is not None)):
             if bad:
                 raise ValueError(f"{flag} is not available with --workers (multi-worker "
                                  f"training). Received: workers={workers}, {flag}")
     # Everything that can refuse the job runs before the folder is created or changed.
     (x_train, y_train), (x_test, y_test) = load_data(config)
-    if config["conditional"] and config["tensorboard"]:
-        raise ValueError("--tensorboard is not available with --conditional yet. "
-                         "Received: conditional=True, tensorboard=True")
-    model = build_model(config, x_train.shape[1:], num_classes_of(config, y_train, y_test))
+    if (config["conditional"] or config["labels"] is not None) and config["tensorboard"]:
+        raise ValueError("--tensorboard is not available with --conditional or --labels yet. "
+                         f"Received: conditional={config['conditional']}, "
+                         f"labels={config['labels']}, tensorboard=True")
+    if config["conditional"] and config["labels"] is not None:
+        raise ValueError("Give --conditional (every label) or --labels N (semi-supervised), "
+                         f"not both. Received: conditional=True, labels={config['labels']}")
+    num_classes = num_classes_of(config, y_train, y_test)
+    if config["labels"] is not None:  # the run trains on N labels, the rest -1
+        y_train = label_subset(y_train, config["labels"], num_classes, config["seed"])
+    model = build_model(config, x_train.shape[1:], num_classes)
     head = model.decoder.head
     validation.check_data(x_train, model.data_shape, head, name="training data")
     validation.check_data(x_test, model.data_shape, head, name="test data")
@@ -456,7 +464,8 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
     try:
         # Shuffle and binarization keyed by the epoch number: resumes are bit-exact.
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        conditional = bool(config["conditional"])  # batches (x, y), validation (x_test, y_test)
+        # batches (x, y), validation (x_test, y_test)
+        conditional = bool(config["conditional"]) or config["labels"] is not None
         train_ds = data_lib.make_dataset(
             x_train, y_train if conditional else None, batch_size=config["batch_size"],
             shuffle=True, seed=config["seed"],
@@ -597,7 +606,8 @@ def _evaluate(model, config, x_test, y_test):
     from keras_vae import evaluation
     metrics = evaluation.evaluate_model(model, x_test, y_test,
                                         num_samples=config["eval_samples"], seed=config["seed"])
-    keras_metrics = model.evaluate(x_test, y_test if config.get("conditional") else None,
+    labelled = config.get("conditional") or config.get("labels") is not None
+    keras_metrics = model.evaluate(x_test, y_test if labelled else None,
                                    batch_size=config["batch_size"], return_dict=True,
                                    verbose=0)
     metrics.update({f"keras_{k}": float(v) for k, v in keras_metrics.items()})

@@ -136,3 +136,34 @@ def test_exported_classify_signature_equals_keras(tmp_path):
     version = str(tmp_path / "export" / "saved_model" / "1")
     out = parity.run_saved_model_cli(version, "classify", {"x": X8[:4]})
     np.testing.assert_allclose(out["probs"], model.classify(X8[:4]), atol=1e-5)
+
+
+def test_label_subset_is_balanced_and_seeded():
+    from keras_vae.build import label_subset
+
+    y = np.repeat(np.arange(10), 30)
+    kept = label_subset(y, 23, 10, seed=4)
+    counts = np.bincount(kept[kept >= 0], minlength=10)
+    assert counts.tolist() == [3, 3, 3] + [2] * 7
+    assert np.all(kept[kept >= 0] == y[kept >= 0])
+    np.testing.assert_array_equal(kept, label_subset(y, 23, 10, seed=4))
+    with pytest.raises(ValueError, match="Received: labels=5"):
+        label_subset(y, 5, 10, seed=0)
+
+
+def test_cli_trains_with_labels_and_reports_accuracy(tmp_path, capsys):
+    import json
+    import os
+
+    from keras_vae import cli, runs
+
+    path = str(tmp_path / "run")
+    assert cli.main(["--quiet", "train", path, "--labels", "50", "--epochs", "2", "--hidden",
+                     "16", "--eval-samples", "10", "--no-export", "--no-plots"]) == 0
+    model, _ = runs.load_run(path)
+    assert isinstance(model, kv.SemiSupervisedVAE)
+    with open(os.path.join(path, "metrics.json")) as f:
+        assert 0.0 <= json.load(f)["classification_accuracy"] <= 1.0
+    capsys.readouterr()
+    assert cli.main(["--quiet", "train", str(tmp_path / "r2"), "--labels", "5"]) == 2
+    assert "Received: labels=5" in capsys.readouterr().err
