@@ -74,6 +74,7 @@ from keras_vae import (
 from keras_vae.applications import anomaly_scores, impute
 from keras_vae.autoencoders import Autoencoder, TiedMLPDecoder, pretrain_layerwise
 from keras_vae.callbacks import EpochCounter, KLWarmup
+from keras_vae.conditional import ConditionalVAE
 from keras_vae.distributions import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
@@ -88,6 +89,7 @@ from keras_vae.latent import embed
 from keras_vae.model import VAE
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from keras_vae.priors import MixturePrior, StandardNormalPrior
+from keras_vae.semisupervised import SemiSupervisedVAE
 
 __version__ = "0.1.0"
 
@@ -103,6 +105,8 @@ def __getattr__(name):
 
 __all__ = [
     "VAE",
+    "ConditionalVAE",
+    "SemiSupervisedVAE",
     "Autoencoder",
     "TiedMLPDecoder",
     "pretrain_layerwise",

@@ -37,6 +37,7 @@ __all__ = [
     "require_prior",
     "encode",
     "decode",
+    "conditions",
     "check_inputs",
     "reconstruct",
     "cached_function",
@@ -85,20 +86,50 @@ def require_prior(model, what):
     return prior
 
 
-def _call(layer, inputs):
+def _call(layer, inputs, condition=None):
+    if condition is not None:  # a conditional network (keras_vae.ConditionalVAE)
+        return layer(inputs, condition=condition, training=False)
     if isinstance(layer, keras.layers.Layer):
         return layer(inputs, training=False)
     return layer(inputs)
 
 
-def encode(model, x):
-    """`q(z|x)` for a float32 batch `x [B] + data_shape` (batch `[B]`, event `[d]`)."""
-    return _call(model.encoder, x)
+def encode(model, x, condition=None):
+    """`q(z|x)` (or `q(z|x, c)` given `condition [B, c]`) for a float32 batch
+    `x [B] + data_shape` (batch `[B]`, event `[d]`)."""
+    return _call(model.encoder, x, condition)
 
 
-def decode(model, z):
-    """`p(x|z)` for latents `z [...] + [d]` (batch `[...]`, event `data_shape`), inference mode."""
-    return _call(model.decoder, z)
+def decode(model, z, condition=None):
+    """`p(x|z)` (or `p(x|z, c)`, `condition [B, c]`) for latents `z [...] + [d]` (batch `[...]`,
+    event `data_shape`), inference mode."""
+    return _call(model.decoder, z, condition)
+
+
+def conditions(model, y, n):
+    """The network condition for labels `y` of `n` examples, or None for an unconditional model.
+
+    Args:
+      model: the model; a conditional one (`model.conditional`, e.g.
+        `keras_vae.ConditionalVAE`) turns `y` into float32 `[n, c]` with
+        `model.conditions(y, n)`.
+      y: labels or condition vectors, or None.
+      n: number of examples.
+
+    Returns:
+      float32 numpy `[n, c]`, or None.
+
+    Raises:
+      ValueError: labels missing for a conditional model, or given to an
+        unconditional one; bad labels (see `validation.labels`).
+    """
+    if getattr(model, "conditional", False):
+        return model.conditions(y, n)
+    if y is not None:
+        raise ValueError(
+            f"`y` conditions a keras_vae.ConditionalVAE; this {type(model).__name__} is "
+            "unconditional: leave y out. Received: y=<given>")
+    return None
 
 
 def check_inputs(model, x, name="x"):

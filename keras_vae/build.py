@@ -10,7 +10,60 @@ builds and compiles the model it describes. Both take a validated config
 import keras
 import numpy as np
 
-__all__ = ["build_model", "load_data"]
+__all__ = ["build_model", "load_data", "num_classes_of", "label_subset"]
+
+
+def label_subset(y, num_labels, num_classes, seed):
+    """The labels of a semi-supervised run: `num_labels` kept, balanced per class, the
+    rest -1 (unlabelled); int64 numpy `[N]`, a function of `seed`.
+
+    Each class keeps `num_labels // C` examples, and the first `num_labels % C`
+    classes one more, chosen uniformly without replacement.
+
+    Raises:
+      ValueError: `num_labels` below C, or more than a class holds.
+    """
+    y = np.asarray(y)
+    if num_labels < num_classes:
+        raise ValueError(f"--labels must give every class at least one example "
+                         f"(>= {num_classes}). Received: labels={num_labels}")
+    rng = np.random.default_rng(seed)
+    out = np.full(len(y), -1, dtype="int64")
+    for c in range(num_classes):
+        want = num_labels // num_classes + (1 if c < num_labels % num_classes else 0)
+        members = np.flatnonzero(y == c)
+        if want > len(members):
+            raise ValueError(f"--labels asks {want} labelled examples of class {c}, which "
+                             f"has {len(members)}. Received: labels={num_labels}")
+        chosen = rng.choice(members, want, replace=False)
+        out[chosen] = c
+    return out
+
+
+def num_classes_of(config, y_train, y_test):
+    """Classes C of a conditional run (max label + 1), or None when not conditional.
+
+    Raises:
+      ValueError: `conditional` with a model other than "vae", or with a data set
+        without integer labels >= 0.
+      TypeError: for labels that are not integers.
+    """
+    from keras_vae import validation
+    if not config.get("conditional") and config.get("labels") is None:
+        return None
+    flag = "--conditional" if config.get("conditional") else "--labels"
+    if config["model"] != "vae":
+        raise ValueError(f"{flag} trains a conditional VAE: it needs --model vae. "
+                         f"Received: model={config['model']!r}")
+    if y_train is None or y_test is None:
+        raise ValueError(f"{flag} needs a data set with labels (digits, fashion_mnist, "
+                         "mnist, an .npz with y_train/y_test). Received: a data set without "
+                         "labels")
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1 if y_train.size else 0
+    validation.labels("y_train", y_train, None, max(num_classes, 1))
+    validation.labels("y_test", y_test, None, max(num_classes, 1))
+    return num_classes
 
 
 def _likelihood(config, data_shape):
@@ -38,12 +91,16 @@ def _check_resources(config, data_shape):
                              likelihood_params=2 * int(np.prod(data_shape)))
 
 
-def build_model(config, data_shape):
+def build_model(config, data_shape, num_classes=None):
     """Builds and compiles the model a config describes, for data of `data_shape`.
 
     Args:
       config: a validated run config (`keras_vae.config.validate`).
       data_shape: shape of one example.
+      num_classes: the number of classes of the data set's labels; needed
+        (and only used) with `config["conditional"]`, which builds a
+        `keras_vae.ConditionalVAE`, or `config["labels"]`, a
+        `keras_vae.SemiSupervisedVAE` with alpha = 0.1 x labels (see `num_classes_of`).
 
     Returns:
       the compiled model.
@@ -86,9 +143,24 @@ def build_model(config, data_shape):
         if config["corruption"] is not None:
             extra = {"corruption": config["corruption"],
                      "corruption_rate": config["corruption_rate"]}
-        model = model_lib.VAE(encoder, decoder, prior=config["prior"], beta=config["beta"],
-                       num_samples=config["num_samples"], objective=config["objective"],
-                       free_bits=config["free_bits"], seed=config["seed"], **extra)
+        if config.get("labels") is not None:
+            from keras_vae.semisupervised import SemiSupervisedVAE
+            if num_classes is None:
+                raise ValueError("A semi-supervised run needs the number of classes of the "
+                                 "data set's labels. Received: num_classes=None")
+            model_class, extra = SemiSupervisedVAE, {**extra, "num_classes": num_classes,
+                                                     "alpha": 0.1 * config["labels"]}
+        elif config.get("conditional"):
+            from keras_vae.conditional import ConditionalVAE
+            if num_classes is None:
+                raise ValueError("A conditional run needs the number of classes of the data "
+                                 "set's labels. Received: num_classes=None")
+            model_class, extra = ConditionalVAE, {**extra, "num_classes": num_classes}
+        else:
+            model_class = model_lib.VAE
+        model = model_class(encoder, decoder, prior=config["prior"], beta=config["beta"],
+                            num_samples=config["num_samples"], objective=config["objective"],
+                            free_bits=config["free_bits"], seed=config["seed"], **extra)
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                   jit_compile=config["jit_compile"])
     return model

@@ -2,7 +2,7 @@
 
     keras-vae train [RUN_DIR] [--config FILE] [flags...]   train and fill a run folder
     keras-vae evaluate RUN_DIR [--num-samples K]            recompute metrics.json
-    keras-vae sample RUN_DIR [-n N] [--seed S] [--out F]    draw from the prior
+    keras-vae sample RUN_DIR [-n N] [--seed S] [--label C] [--out F]    draw from the prior
     keras-vae plot RUN_DIR                                  redraw the pictures
     keras-vae export RUN_DIR --out DIR [--version N] [--tflite ...]
 
@@ -110,6 +110,8 @@ def build_parser():
     p.add_argument("run_dir")
     p.add_argument("-n", "--num", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", type=int, default=None,
+                   help="class of the samples (runs trained with --conditional)")
     p.add_argument("--out", help="write a .png grid or a .npy array")
     p.add_argument("--overwrite", action="store_true")
     p = sub.add_parser("plot", help="redraw every picture into RUN_DIR/plots")
@@ -147,7 +149,8 @@ def _run(args, verbose):
         print(json.dumps(runs.evaluate_run(args.run_dir, args.num_samples), indent=2,
                          sort_keys=True))
     elif args.command == "sample":
-        samples = runs.sample_run(args.run_dir, args.num, args.seed, args.out, args.overwrite)
+        samples = runs.sample_run(args.run_dir, args.num, args.seed, args.out, args.overwrite,
+                                  label=args.label)
         print(f"{len(samples)} samples of shape {samples.shape[1:]}"
               + (f" written to {args.out}" if args.out else ""))
     elif args.command == "plot":

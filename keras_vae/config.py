@@ -122,6 +122,11 @@ OPTIONS = (
     # model
     Option("model", "vae", "choice", "model", "vae, ae (autoencoder) or dae (denoising AE)",
            choices=("vae", "ae", "dae")),
+    Option("conditional", False, "bool", "model",
+           "conditional VAE on the data set's labels: q(z|x,y), p(x|z,y) (model vae)"),
+    Option("labels", None, "int", "model",
+           "semi-supervised M2 with N labelled training examples (balanced per class, "
+           "seeded; the rest unlabelled)", nullable=True, maximum=10_000_000),
     Option("architecture", "mlp", "choice", "model", "network body", choices=("mlp", "conv")),
     Option("latent_dim", 2, "int", "model", "size of z", maximum=65536),
     Option("hidden", [256, 128], "ints", "model", "encoder widths, e.g. 256,128 (decoder mirrors)"),

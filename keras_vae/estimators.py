@@ -41,6 +41,7 @@ from keras_vae.access import (
     batch_seed,
     cached_function,
     check_inputs,
+    conditions,
     decode,
     encode,
     prior_distribution,
@@ -143,16 +144,19 @@ def _decoder_widths(model):
         return ()
 
 
-def _log_px_function(model_ref, data_shape, num_samples, chunk_size):
-    """A `tf.function (x [B] + data_shape, seed int32 [2]) -> log p(x) [B]`."""
+def _log_px_function(model_ref, data_shape, num_samples, chunk_size, condition_width=None):
+    """A `tf.function (x [B] + data_shape, seed int32 [2]) -> log p(x) [B]`; with
+    `condition_width` c, `(x, condition [B, c], seed) -> log p(x|c) [B]`."""
     num_chunks = -(-num_samples // chunk_size)
     log_chunk = math.log(chunk_size)
+    signature = [tf.TensorSpec((None,) + data_shape, tf.float32), tf.TensorSpec([2], tf.int32)]
+    if condition_width:
+        signature.insert(1, tf.TensorSpec((None, condition_width), tf.float32))
 
-    @tf.function(input_signature=[tf.TensorSpec((None,) + data_shape, tf.float32),
-                                  tf.TensorSpec([2], tf.int32)])
-    def batch_log_px(x, seed):
+    def batch_log_px(x, *args):
         model = model_ref()
-        posterior = encode(model, x)
+        condition, seed = args if len(args) == 2 else (None, args[0])
+        posterior = encode(model, x, condition)
         prior = prior_distribution(model)
 
         def draw(k):  # sample k's noise depends on (seed, k) only, not on the chunk
@@ -164,7 +168,7 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size):
             z = tf.map_fn(draw, ks, fn_output_signature=tf.float32,
                           parallel_iterations=16)                         # [C, B, d]
             log_w, _ = objectives.log_importance_weights(
-                x, posterior, lambda zz: decode(model, zz), prior, z)     # [C, B]
+                x, posterior, lambda zz: decode(model, zz, condition), prior, z)  # [C, B]
             log_w = tf.where((ks < num_samples)[:, None], log_w, -np.inf)  # pad of last chunk
             chunk_lse = objectives.iwae_bound(log_w) + log_chunk          # logsumexp, [B]
             return j + 1, tf.reduce_logsumexp(tf.stack([acc, chunk_lse]), axis=0)
@@ -173,10 +177,11 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size):
         _, acc = tf.while_loop(lambda j, _: j < num_chunks, body, (tf.constant(0), acc))
         return acc - math.log(num_samples)
 
-    return batch_log_px
+    return tf.function(batch_log_px, input_signature=signature)
 
 
-def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, seed=0):
+def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, seed=0,
+                   y=None):
     """Importance-sampled estimate of log p(x) per example (the IWAE-K bound).
 
     With K = `num_samples` samples from the encoder's posterior as proposal,
@@ -194,12 +199,16 @@ def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, 
         the largest C with C x B x D <= 2**22 floats (16 MB per tensor).
         The result does not depend on it.
       seed: integer; the same seed (and batch_size) gives the same numbers.
+      y: for a conditional model (`keras_vae.ConditionalVAE`), the labels
+        `[N]` (or condition vectors `[N, k]`): the estimate is then of
+        log p(x|y), with `q(z|x, y)` as proposal. None for other models.
 
     Returns:
       `LogLikelihood` with `log_px` `[N]` (nats) and `bits_per_dim` `[N]`.
 
     Raises:
-      ValueError: if the model has no prior, for bad arguments or data.
+      ValueError: if the model has no prior, for bad arguments or data, for
+        labels missing (conditional model), given (unconditional) or bad.
       keras_vae.resources.ResourceLimitError (a ValueError): for num_samples
         above `resources.MAX_IMPORTANCE_SAMPLES` (10^6) or a chunk that would
         not fit in memory.
@@ -212,6 +221,7 @@ def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, 
     """
     require_prior(model, "log_likelihood")
     x = check_inputs(model, x)
+    condition = conditions(model, y, len(x))
     num_samples = resources.check_importance_samples(num_samples)
     batch_size = validation.batch_size(batch_size)
     seed = validation.seed32(seed)
@@ -225,10 +235,17 @@ def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, 
                                               _decoder_widths(model)),
         "lower batch_size or chunk_size", chunk_size=chunk, batch_size=batch_size,
         num_samples=num_samples)
-    fn = cached_function(model, ("log_px", data_shape, num_samples, chunk),
-                         lambda ref: _log_px_function(ref, data_shape, num_samples, chunk))
+    width = None if condition is None else condition.shape[1]
+    fn = cached_function(model, ("log_px", data_shape, num_samples, chunk, width),
+                         lambda ref: _log_px_function(ref, data_shape, num_samples, chunk,
+                                                      width))
+
+    def batch(start):
+        rows = slice(start, start + batch_size)
+        return (x[rows],) if condition is None else (x[rows], condition[rows])
+
     log_px = np.concatenate([
-        fn(x[start:start + batch_size], batch_seed(seed, i)).numpy()
+        fn(*batch(start), batch_seed(seed, i)).numpy()
         for i, start in enumerate(range(0, len(x), batch_size))
     ]).astype("float64")
     return LogLikelihood(log_px=log_px,
@@ -236,7 +253,7 @@ def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, 
                          num_samples=num_samples, num_dims=num_dims, seed=seed)
 
 
-def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0):
+def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0, y=None):
     """Per-example ELBO, reconstruction term and KL, in nats (beta plays no part).
 
     Uses `objectives.elbo` with the model's `analytic_kl` setting (default
@@ -248,6 +265,8 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0):
       num_samples: L posterior draws per example.
       batch_size: examples per batch.
       seed: integer; the same seed (and batch_size) gives the same numbers.
+      y: labels or condition vectors for a conditional model (the terms of
+        the conditional ELBO, a bound on log p(x|y)); None otherwise.
 
     Returns:
       dict of float64 arrays `[N]`: `elbo`, `reconstruction` (E_q[-log p(x|z)])
@@ -265,6 +284,7 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0):
     """
     require_prior(model, "elbo_terms")
     x = check_inputs(model, x)
+    condition = conditions(model, y, len(x))
     num_samples = resources.check_importance_samples(num_samples)
     batch_size = validation.batch_size(batch_size)
     num_dims = int(np.prod(x.shape[1:]))
@@ -276,19 +296,30 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0):
         "lower num_samples or batch_size", num_samples=num_samples, batch_size=batch_size)
     analytic = bool(getattr(model, "analytic_kl", True))
 
+    width = None if condition is None else condition.shape[1]
+
     def build(model_ref):
-        @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:], tf.float32),
-                                      tf.TensorSpec([2], tf.int32)])
-        def terms(xb, s):
+        signature = [tf.TensorSpec((None,) + x.shape[1:], tf.float32),
+                     tf.TensorSpec([2], tf.int32)]
+        if width:
+            signature.insert(1, tf.TensorSpec((None, width), tf.float32))
+
+        def terms(xb, *args):
             model = model_ref()
-            out = objectives.elbo(xb, encode(model, xb), lambda z: decode(model, z),
+            c, s = args if len(args) == 2 else (None, args[0])
+            out = objectives.elbo(xb, encode(model, xb, c), lambda z: decode(model, z, c),
                                   prior_distribution(model), seed=s,
                                   num_samples=num_samples, analytic_kl=analytic)
             return {k: out[k] for k in ("elbo", "reconstruction", "kl")}
-        return terms
+        return tf.function(terms, input_signature=signature)
 
-    terms = cached_function(model, ("elbo", x.shape[1:], num_samples, analytic), build)
-    parts = [terms(x[start:start + batch_size], batch_seed(seed, i))
+    terms = cached_function(model, ("elbo", x.shape[1:], num_samples, analytic, width), build)
+
+    def batch(start):
+        rows = slice(start, start + batch_size)
+        return (x[rows],) if condition is None else (x[rows], condition[rows])
+
+    parts = [terms(*batch(start), batch_seed(seed, i))
              for i, start in enumerate(range(0, len(x), batch_size))]
     return {k: np.concatenate([p[k].numpy() for p in parts]).astype("float64")
             for k in ("elbo", "reconstruction", "kl")}

@@ -89,7 +89,10 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
     Args:
       model: trained VAE (or autoencoder).
       x: `[N] + data_shape` evaluation data.
-      y: optional `[N]` labels.
+      y: optional `[N]` labels; required for a conditional model
+        (`keras_vae.ConditionalVAE`), whose report is the conditional
+        log-likelihood log p(x|y) and ELBO terms only (and, with a
+        classifier head (M2), `classification_accuracy` of q(y|x)).
       num_samples: K for the log-likelihood estimate.
       batch_size: examples per batch.
       seed: integer seed for every random draw.
@@ -109,6 +112,24 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
     num_dims = int(np.prod(x.shape[1:]))
     metrics = {"num_samples": num_samples, "num_examples": int(len(x)),
                "num_dims": num_dims, "seed": validation.seed32(seed)}
+    if getattr(model, "conditional", False):  # log p(x|y) and the conditional ELBO
+        ll = log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size,
+                            seed=seed, y=y)
+        terms = elbo_terms(model, x, num_samples=_ELBO_SAMPLES, batch_size=batch_size,
+                           seed=seed, y=y)
+        metrics.update({
+            "log_likelihood": ll.mean(),
+            "log_likelihood_bits_per_dim": float(np.mean(ll.bits_per_dim)),
+            "elbo": float(np.mean(terms["elbo"])),
+            "elbo_bits_per_dim": float(objectives.bits_per_dim(-np.mean(terms["elbo"]),
+                                                               num_dims)),
+            "reconstruction": float(np.mean(terms["reconstruction"])),
+            "kl": float(np.mean(terms["kl"])),
+        })
+        if callable(getattr(model, "classify", None)):  # M2: q(y|x) on the test labels
+            predicted = model.classify(x, batch_size=max(batch_size, 500)).argmax(axis=1)
+            metrics["classification_accuracy"] = float(np.mean(predicted == np.asarray(y)))
+        return metrics
     if prior_distribution(model) is not None:
         ll = log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size,
                             seed=seed)

@@ -135,6 +135,48 @@ def _apply(layers, h):
     return h
 
 
+def _condition_dim(value):
+    return None if value is None else validation.positive_int("condition_dim", value)
+
+
+def _set_condition(layer, condition_dim):
+    condition_dim = _condition_dim(condition_dim)
+    if layer.built and layer.condition_dim != condition_dim:
+        raise ValueError(
+            f"{type(layer).__name__} was built with condition_dim={layer.condition_dim}; "
+            f"give the conditional model a new, unbuilt layer. "
+            f"Received: condition_dim={condition_dim}")
+    layer.condition_dim = condition_dim
+
+
+def _condition_input(layer, condition):
+    """The condition `[B, c]` as float32, checked against the layer's `condition_dim`."""
+    if not layer.condition_dim:
+        if condition is not None:
+            raise ValueError(
+                f"This {type(layer).__name__} is unconditional (condition_dim=None); use it "
+                "in keras_vae.ConditionalVAE to condition it. Received: condition=<given>")
+        return None
+    if condition is None:
+        raise ValueError(
+            f"This {type(layer).__name__} is conditional (condition_dim="
+            f"{layer.condition_dim}): pass `condition` of shape [B, {layer.condition_dim}]. "
+            "Received: condition=None")
+    condition = tf.cast(condition, tf.float32)
+    if condition.shape.rank is not None and (
+            condition.shape.rank != 2 or condition.shape[-1] not in (None, layer.condition_dim)):
+        raise ValueError(f"Expected `condition` of shape [B, {layer.condition_dim}]. "
+                         f"Received: condition.shape={tuple(condition.shape)}")
+    return condition
+
+
+def _with_condition(h, condition):
+    """`[h, c]` along the features (the condition enters the first dense layer)."""
+    if condition is None:
+        return h
+    return tf.concat([h, tf.cast(condition, h.dtype)], axis=-1)
+
+
 class Encoder(keras.layers.Layer):
     """Base of the encoders: posterior head, input checks, config.
 
@@ -142,7 +184,8 @@ class Encoder(keras.layers.Layer):
     latter returning `head.params_size()` numbers per example.
     """
 
-    def __init__(self, latent_dim, posterior="diagonal", min_scale=1e-4, **kwargs):
+    def __init__(self, latent_dim, posterior="diagonal", min_scale=1e-4, condition_dim=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = validation.positive_int("latent_dim", latent_dim)
         self._posterior_id = _deserialize_head(posterior)
@@ -150,6 +193,7 @@ class Encoder(keras.layers.Layer):
                                         min_scale=min_scale)
         self.min_scale = min_scale
         self.input_spec_shape = None
+        self.condition_dim = _condition_dim(condition_dim)
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -163,13 +207,27 @@ class Encoder(keras.layers.Layer):
         self.head.build((None, self.head.params_size()))
         self.built = True
 
-    def call(self, x, training=None):
-        return self.head(self._body(x, training))
+    def set_condition(self, condition_dim):
+        """Makes this an encoder of `q(z|x, c)` for conditions `c [B, condition_dim]`.
+
+        Called by `keras_vae.ConditionalVAE` before the layer is built; a
+        built layer only accepts its own `condition_dim` again.
+
+        Raises:
+          ValueError: for a built layer with another (or no) condition width.
+        """
+        _set_condition(self, condition_dim)
+
+    def call(self, x, condition=None, training=None):
+        return self.head(self._body(x, training, _condition_input(self, condition)))
 
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim,
-                "posterior": _serialize_head(self.head, self._posterior_id),
-                "min_scale": self.min_scale}
+        config = {**super().get_config(), "latent_dim": self.latent_dim,
+                  "posterior": _serialize_head(self.head, self._posterior_id),
+                  "min_scale": self.min_scale}
+        if self.condition_dim:  # unconditional configs stay as they were
+            config["condition_dim"] = self.condition_dim
+        return config
 
 
 class Decoder(keras.layers.Layer):
@@ -180,7 +238,7 @@ class Decoder(keras.layers.Layer):
     and restores any leading sample dimensions of `z`.
     """
 
-    def __init__(self, output_shape, likelihood="bernoulli", **kwargs):
+    def __init__(self, output_shape, likelihood="bernoulli", condition_dim=None, **kwargs):
         super().__init__(**kwargs)
         self.event_shape = validation.event_shape("output_shape", output_shape)
         self._likelihood_id = _deserialize_head(likelihood)
@@ -192,25 +250,39 @@ class Decoder(keras.layers.Layer):
                 f"{tuple(self.head.event_shape)}"
             )
         self.latent_dim = None
+        self.condition_dim = _condition_dim(condition_dim)
 
     def build(self, input_shape):
         latent_dim = tuple(input_shape)[-1]
         self.latent_dim = validation.positive_int("latent_dim", latent_dim)
-        self._build_body(self.latent_dim)
+        self._build_body(self.latent_dim + (self.condition_dim or 0))
         self.head.build((None, self.head.params_size()))
         self.built = True
 
-    def call(self, z, training=None):
+    def set_condition(self, condition_dim):
+        """Makes this a decoder of `p(x|z, c)`: `c [B, condition_dim]` is concatenated
+        to `z` before the first layer (see `Encoder.set_condition`)."""
+        _set_condition(self, condition_dim)
+
+    def call(self, z, condition=None, training=None):
         z = tf.convert_to_tensor(z)
         leading = tf.shape(z)[:-1]
         flat = tf.reshape(z, [-1, self.latent_dim])
+        condition = _condition_input(self, condition)
+        if condition is not None:  # [B, c] broadcast over the sample dims of z [..., B, d]
+            condition = tf.broadcast_to(tf.cast(condition, flat.dtype),
+                                        tf.concat([leading, [self.condition_dim]], 0))
+            flat = tf.concat([flat, tf.reshape(condition, [-1, self.condition_dim])], -1)
         params = self._body(flat, training)
         params = tf.reshape(params, tf.concat([leading, [self.head.params_size()]], 0))
         return self.head(params)
 
     def get_config(self):
-        return {**super().get_config(), "output_shape": list(self.event_shape),
-                "likelihood": _serialize_head(self.head, self._likelihood_id)}
+        config = {**super().get_config(), "output_shape": list(self.event_shape),
+                  "likelihood": _serialize_head(self.head, self._likelihood_id)}
+        if self.condition_dim:
+            config["condition_dim"] = self.condition_dim
+        return config
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -245,10 +317,11 @@ class MLPEncoder(Encoder):
 
     def _build_body(self, data_shape):
         self._flat_dim = int(np.prod(data_shape))
-        self.dense_layers, self.params_layer = _dense_stack(self, self._flat_dim)
+        self.dense_layers, self.params_layer = _dense_stack(
+            self, self._flat_dim + (self.condition_dim or 0))
 
-    def _body(self, x, training):
-        h = tf.reshape(x, [-1, self._flat_dim])
+    def _body(self, x, training, condition=None):
+        h = _with_condition(tf.reshape(x, [-1, self._flat_dim]), condition)
         return self.params_layer(_apply(self.dense_layers, h))
 
     def get_config(self):
@@ -354,11 +427,12 @@ class ConvEncoder(Encoder):
             shape = layer.compute_output_shape(shape)
             self.conv_layers.append(layer)
         self._flat_dim = int(np.prod(shape[1:]))
-        self.dense_layers, self.params_layer = _dense_stack(self, self._flat_dim)
+        self.dense_layers, self.params_layer = _dense_stack(
+            self, self._flat_dim + (self.condition_dim or 0))
 
-    def _body(self, x, training):
+    def _body(self, x, training, condition=None):
         h = tf.reshape(_apply(self.conv_layers, x), [-1, self._flat_dim])
-        return self.params_layer(_apply(self.dense_layers, h))
+        return self.params_layer(_apply(self.dense_layers, _with_condition(h, condition)))
 
     def get_config(self):
         return {**super().get_config(), "filters": list(self.filters),

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from keras_vae import config as config_schema
 from keras_vae import files
-from keras_vae.build import build_model, load_data
+from keras_vae.build import build_model, label_subset, load_data, num_classes_of
 from keras_vae.files import atomic_write, save_model
 
 __all__ = ["DEFAULTS", "requested_config", "resolve_config", "build_model", "train",
@@ -419,13 +419,25 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
         config = resolve_config(config)
     if workers > 1:
         for flag, bad in (("--resume", resume), ("--tensorboard", config["tensorboard"]),
-                          ("--stacked", config["stacked"])):
+                          ("--stacked", config["stacked"]),
+                          ("--conditional", config["conditional"]),
+                          ("--labels", config["labels"] is not None)):
             if bad:
                 raise ValueError(f"{flag} is not available with --workers (multi-worker "
                                  f"training). Received: workers={workers}, {flag}")
     # Everything that can refuse the job runs before the folder is created or changed.
     (x_train, y_train), (x_test, y_test) = load_data(config)
-    model = build_model(config, x_train.shape[1:])
+    if (config["conditional"] or config["labels"] is not None) and config["tensorboard"]:
+        raise ValueError("--tensorboard is not available with --conditional or --labels yet. "
+                         f"Received: conditional={config['conditional']}, "
+                         f"labels={config['labels']}, tensorboard=True")
+    if config["conditional"] and config["labels"] is not None:
+        raise ValueError("Give --conditional (every label) or --labels N (semi-supervised), "
+                         f"not both. Received: conditional=True, labels={config['labels']}")
+    num_classes = num_classes_of(config, y_train, y_test)
+    if config["labels"] is not None:  # the run trains on N labels, the rest -1
+        y_train = label_subset(y_train, config["labels"], num_classes, config["seed"])
+    model = build_model(config, x_train.shape[1:], num_classes)
     head = model.decoder.head
     validation.check_data(x_train, model.data_shape, head, name="training data")
     validation.check_data(x_test, model.data_shape, head, name="test data")
@@ -442,7 +454,7 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
                                         y_test)
             else:
                 result = _train_here(config, run_dir, resume, verbose, model, x_train, x_test,
-                                     y_test)
+                                     y_test, y_train)
         except KeyboardInterrupt:
             if aside is not None:  # the new run is resumable; the one it replaces goes
                 files.remove(aside)
@@ -456,7 +468,8 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
     return result
 
 
-def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test):
+def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test,
+                y_train=None):
     """Single-process training into the locked, marked `run_dir`."""
     from keras_vae import data as data_lib
     from keras_vae.callbacks import EpochCounter, KLWarmup, StopOnNaN
@@ -469,8 +482,11 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
     try:
         # Shuffle and binarization keyed by the epoch number: resumes are bit-exact.
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # batches (x, y), validation (x_test, y_test)
+        conditional = bool(config["conditional"]) or config["labels"] is not None
         train_ds = data_lib.make_dataset(
-            x_train, batch_size=config["batch_size"], shuffle=True, seed=config["seed"],
+            x_train, y_train if conditional else None, batch_size=config["batch_size"],
+            shuffle=True, seed=config["seed"],
             binarize="dynamic" if config["binarize"] == "dynamic" else None, epoch=epoch)
         partial = os.path.join(run_dir, "history.partial.json")
         log = _EpochLog(partial, _read_partial(partial, resume), progress)
@@ -497,7 +513,8 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
                 print(f"Restoring from the checkpoint after epoch {len(log.rows)}", flush=True)
         progress.set("training", epoch=len(log.rows))
         with _notes(verbose):  # e.g. "KLWarmup ... runs one step per call": one line each
-            model.fit(train_ds, epochs=config["epochs"], validation_data=(x_test,),
+            model.fit(train_ds, epochs=config["epochs"],
+                      validation_data=(x_test, y_test) if conditional else (x_test,),
                       callbacks=callbacks, verbose=verbose, shuffle=False)  # dataset shuffles
         history = _history_from_rows(log.rows)
         save_model(model, os.path.join(run_dir, "model.keras"))
@@ -607,7 +624,9 @@ def _evaluate(model, config, x_test, y_test):
     from keras_vae import evaluation
     metrics = evaluation.evaluate_model(model, x_test, y_test,
                                         num_samples=config["eval_samples"], seed=config["seed"])
-    keras_metrics = model.evaluate(x_test, batch_size=config["batch_size"], return_dict=True,
+    labelled = config.get("conditional") or config.get("labels") is not None
+    keras_metrics = model.evaluate(x_test, y_test if labelled else None,
+                                   batch_size=config["batch_size"], return_dict=True,
                                    verbose=0)
     metrics.update({f"keras_{k}": float(v) for k, v in keras_metrics.items()})
     return metrics
@@ -758,8 +777,12 @@ def export_run(run_dir, out_dir, version=1, tflite=None, overwrite=False):
     return _export(model, out_dir, version, variants, x_train, overwrite=overwrite)
 
 
-def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False):
-    """Draws `num_samples` examples from a run's model; writes `.npy` or `.png` if `out` given."""
+def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False, label=None):
+    """Draws `num_samples` examples from a run's model; writes `.npy` or `.png` if `out` given.
+
+    `label`: the class of every sample of a conditional run (`--conditional`);
+    required there, refused for other runs.
+    """
     if out is not None:
         files.check_path(out, "out")
         if not (out.endswith(".npy") or out.endswith(".png")):
@@ -778,10 +801,22 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False):
     if getattr(model, "prior", None) is None:
         raise ValueError("Sampling needs a generative model with a prior (a VAE). "
                          f"Received: a model of type {type(model).__name__}")
+    conditional = bool(getattr(model, "conditional", False))
+    if conditional and label is None:
+        raise ValueError(f"This run is conditional: give the class with --label (0 to "
+                         f"{model.num_classes - 1}). Received: label=None")
+    if not conditional and label is not None:
+        raise ValueError("--label needs a conditional run (train with --conditional); this "
+                         f"run is unconditional. Received: label={label!r}")
+    if conditional:
+        from keras_vae import validation
+        validation.labels("label", [label] if not isinstance(label, (str, bytes)) else label,
+                          None, model.num_classes)
     if out is not None and out.endswith(".png"):  # refuse a picture too big before sampling
         from keras_vae import resources
         resources.check_grid(num_samples, model.data_shape, name="num_samples")
-    samples = np.asarray(model.sample(num_samples, seed=seed))
+    samples = np.asarray(model.sample(num_samples, y=label, seed=seed) if conditional
+                         else model.sample(num_samples, seed=seed))
     if out is not None:
         if os.path.exists(out) and not overwrite:
             raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it. "

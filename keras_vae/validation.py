@@ -40,6 +40,8 @@ __all__ = [
     "select_input",
     "peek_stream",
     "check_first_batch",
+    "labels",
+    "condition_vectors",
 ]
 
 # TensorFlow takes many sizes (batch, sample counts, shapes) as int32.
@@ -344,3 +346,88 @@ def data_array(x, data_shape=None, likelihood_head=None, name="x"):
     elif np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or Inf")
     return arr.astype("float32", copy=False)
+
+
+def _length_check(name, arr, n):
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise ValueError(f"Expected `{name}` with one entry per example. "
+                         f"Received: {name}.shape={arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"Expected `{name}` with one entry per example ({n}). "
+                         f"Received: {name}.shape={arr.shape}")
+
+
+def labels(name, y, n, num_classes, allow_unlabelled=False):
+    """Class labels as int32 numpy `[n]`: integers in [0, num_classes), or one-hot rows.
+
+    Args:
+      name: argument name for the messages.
+      y: int array `[n]` (floats holding whole numbers are refused: pass
+        integers), or a one-hot array `[n, num_classes]` of 0/1.
+      n: expected number of examples, or None for any.
+      num_classes: number of classes C.
+      allow_unlabelled: also accept -1, "no label" (semi-supervised training).
+
+    Raises:
+      TypeError: for None, strings, objects, non-integer labels.
+      ValueError: for a wrong length or shape, labels outside [0, C), rows
+        that are not one-hot.
+
+    Example:
+      >>> labels("y", [3, 1], 2, 10)
+      array([3, 1], dtype=int32)
+    """
+    import tensorflow as tf
+
+    if y is None or isinstance(y, (str, bytes, dict)) or _is_dataset(y) or _is_stream(y):
+        raise TypeError(f"Expected `{name}` as integer class labels in [0, {num_classes}). "
+                        f"Received: {name} of type {type(y).__name__}")
+    arr = y.numpy() if isinstance(y, tf.Tensor) else np.asarray(y)
+    if arr.ndim == 2 and arr.shape[-1] == num_classes and arr.dtype.kind in "biuf":
+        _length_check(name, arr, n)
+        if not (np.all((arr == 0) | (arr == 1)) and np.all(arr.sum(axis=1) == 1)):
+            raise ValueError(f"Expected one-hot rows in `{name}` (one 1 per row, zeros "
+                             f"elsewhere). Received: {name} with other values")
+        return arr.argmax(axis=1).astype("int32")
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
+        raise TypeError(f"Expected `{name}` as integer class labels in [0, {num_classes}) "
+                        f"(or one-hot rows). Received: {name}.dtype={arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"Expected `{name}` of shape (n,) or (n, {num_classes}) "
+                         f"(one-hot). Received: {name}.shape={arr.shape}")
+    _length_check(name, arr, n)
+    low = -1 if allow_unlabelled else 0
+    bad = arr[(arr < low) | (arr >= num_classes)]
+    if bad.size and not allow_unlabelled and np.all(bad == -1):
+        raise ValueError(f"Expected labels in [0, {num_classes}); -1 (unlabelled) needs a "
+                         f"classifier head q(y|x): use keras_vae.SemiSupervisedVAE. "
+                         f"Received: {name} holding -1")
+    if bad.size:
+        raise ValueError(f"Expected labels in [{low}, {num_classes}). Received: {name} "
+                         f"holding {bad[0]} (min={arr.min()}, max={arr.max()})")
+    return arr.astype("int32")
+
+
+def condition_vectors(name, c, n, condition_dim):
+    """Real-valued conditions as float32 numpy `[n, condition_dim]`, finite.
+
+    Raises:
+      TypeError: for non-numeric values.
+      ValueError: for a wrong length or width, NaN or Inf.
+    """
+    import tensorflow as tf
+
+    if c is None or isinstance(c, (str, bytes, dict)) or _is_dataset(c) or _is_stream(c):
+        raise TypeError(f"Expected `{name}` as real condition vectors of shape (n, "
+                        f"{condition_dim}). Received: {name} of type {type(c).__name__}")
+    arr = c.numpy() if isinstance(c, tf.Tensor) else np.asarray(c)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise TypeError(f"Expected `{name}` to hold real numbers. "
+                        f"Received: {name}.dtype={arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != condition_dim:
+        raise ValueError(f"Expected `{name}` of shape (n, {condition_dim}). "
+                         f"Received: {name}.shape={arr.shape}")
+    _length_check(name, arr, n)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or Inf")
+    return arr.astype("float32")

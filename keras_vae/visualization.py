@@ -26,6 +26,7 @@ from keras_vae.access import check_inputs, decode, prior_distribution, reconstru
 
 __all__ = [
     "sample_grid",
+    "class_sample_grid",
     "reconstruction_grid",
     "manifold_grid",
     "latent_scatter",
@@ -226,6 +227,41 @@ def sample_grid(model, n=64, seed=0, mean=True, path=None):
         p = decode(model, z)
         samples = np.asarray(p.mean() if mean else p.sample(seed=seeds[1]), "float32")
     return _save(image_grid(samples, f"{n} samples from the prior (seed {seed})"), path)
+
+
+def class_sample_grid(model, per_class=10, seed=0, mean=True, path=None):
+    """Class-conditional samples of a conditional model: row c holds `sample(per_class, y=c)`.
+
+    Args:
+      model: a class-conditional model (`keras_vae.ConditionalVAE` with
+        `num_classes`).
+      per_class: columns, samples per class.
+      seed: integer; the same seed gives the same picture (every row draws
+        the same latents, so a column shows one z across the classes).
+      mean: the likelihood's mean (default) or a draw from it.
+      path: optional PNG path.
+
+    Returns:
+      `matplotlib.figure.Figure`.
+
+    Raises:
+      ValueError: for a model without class labels (`num_classes`).
+      keras_vae.resources.ResourceLimitError (a ValueError): for too many tiles.
+    """
+    num_classes = getattr(model, "num_classes", None)
+    if not num_classes:
+        raise ValueError("class_sample_grid needs a class-conditional model (a "
+                         "keras_vae.ConditionalVAE with num_classes). Received: model of type "
+                         f"{type(model).__name__}")
+    per_class = validation.positive_int("per_class", per_class)
+    seed = validation.seed(seed)
+    resources.check_grid(num_classes * per_class, tuple(model.data_shape), cols=per_class,
+                         name="num_classes x per_class")
+    rows = [np.asarray(model.sample(per_class, y=c, seed=seed, mean=mean), "float32")
+            for c in range(num_classes)]
+    fig = _grid_figure(np.stack(rows), tuple(model.data_shape),
+                       f"samples per class (row c: y = c; seed {seed})")
+    return _save(fig, path)
 
 
 def reconstruction_grid(model, x, n=10, path=None):
@@ -442,7 +478,9 @@ def plot_all(model, x, y=None, out_dir=None, history=None, seed=0):
     Files: `loss_curves.png` (when `history` is given), `reconstructions.png`,
     `samples.png` (models with a prior), `latent_vs_pca.png`, `manifold.png`
     (latent_dim == 2 and a prior), `interpolation.png` (pairs of different
-    labels when `y` is given). Existing files of these names are replaced.
+    labels when `y` is given). A conditional model (`model.conditional`) gets
+    `loss_curves.png` and, with class labels, `class_samples.png` (one row per
+    class) only. Existing files of these names are replaced.
 
     Args:
       model: a VAE or autoencoder.
@@ -469,6 +507,10 @@ def plot_all(model, x, y=None, out_dir=None, history=None, seed=0):
 
     if history is not None:
         loss_curves(history, path=out("loss_curves.png"))
+    if getattr(model, "conditional", False):  # pictures that need no condition per input
+        if getattr(model, "num_classes", None):
+            class_sample_grid(model, seed=seed, path=out("class_samples.png"))
+        return paths
     reconstruction_grid(model, x[np.sort(rng.choice(len(x), min(10, len(x)), replace=False))],
                         path=out("reconstructions.png"))
     has_prior = prior_distribution(model) is not None

@@ -45,6 +45,7 @@ from keras_vae.export import lite as tflite_lib
 from keras_vae.export import signatures
 from keras_vae.export.parity import (
     TOLERANCES,
+    conditional_parity_report,
     parity_report,
     run_saved_model_cli,
     run_session_loader,
@@ -152,6 +153,9 @@ def _write_warmup(version_dir, model, names, model_name):
     examples = {"z": np.zeros((1, model.latent_dim), "float32"),
                 "x": np.zeros((1, *model.data_shape), "float32"),
                 "n": np.array(1, "int32"), "seed": np.array([0, 7], "int32")}
+    if getattr(model, "conditional", False):  # y: one label 0 (or a zero condition vector)
+        examples["y"] = (np.zeros((1,), "int32") if getattr(model, "num_classes", None)
+                         else np.zeros((1, model.condition_dim), "float32"))
     path = os.path.join(version_dir, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
@@ -281,8 +285,10 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
     sampler = validation.boolean("sampler", sampler)
     overwrite = validation.boolean("overwrite", overwrite)
     has_prior = signatures.prior_of(model) is not None
-    planned = list(variants) + (["int8_full"] if tflite_lib.auto_int8_full(
-        variants, representative_data) else []) + (["sampler"] if sampler and has_prior else [])
+    auto_full = tflite_lib.auto_int8_full(variants, representative_data) and not getattr(
+        model, "conditional", False)
+    planned = list(variants) + (["int8_full"] if auto_full else []) + (
+        ["sampler"] if sampler and has_prior else [])
     out_dir = os.path.abspath(os.fspath(out_dir))
     paths = {v: os.path.join(out_dir, name) for v, name in _tflite_names(planned).items()}
     _refuse_existing(paths.values(), overwrite)
@@ -333,6 +339,10 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
     signatures.check_model(model, allow_untrained)
     out_dir = os.path.abspath(os.fspath(out_dir))
     sm_dir = os.path.join(out_dir, "saved_model")
+    if getattr(model, "conditional", False):  # SavedModel + parity; no TFLite files yet
+        return _export_conditional(model, out_dir, sm_dir, version, tflite_variants,
+                                   representative_data, overwrite, allow_untrained,
+                                   saved_model_cli)
     version = validation.positive_int("version", version, maximum=MAX_VERSION)
     overwrite = validation.boolean("overwrite", overwrite)
     saved_model_cli = validation.boolean("saved_model_cli", saved_model_cli)
@@ -356,3 +366,28 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
                        sampler=True, overwrite=overwrite, allow_untrained=allow_untrained)
     return parity_report(model, out_dir, version_dir, paths, data=representative_data,
                          saved_model_cli=saved_model_cli, latency_repeats=latency_repeats)
+
+
+def _export_conditional(model, out_dir, sm_dir, version, variants, data, overwrite,
+                        allow_untrained, saved_model_cli):
+    """`export_all` of a conditional model: the SavedModel (signatures taking `y`), the
+    TFLite decoders `decode(z, y)` and sampler `sample(n, y)` (no "int8_full"), and a
+    parity report."""
+    version = validation.positive_int("version", version, maximum=MAX_VERSION)
+    overwrite = validation.boolean("overwrite", overwrite)
+    variants = tflite_lib.check_variants(variants, data)
+    if "int8_full" in variants:
+        tflite_lib.convert(model, variants)  # raises the conditional int8_full error
+    planned = list(variants) + (["sampler"] if variants else [])
+    targets = [os.path.join(sm_dir, str(version)), os.path.join(out_dir, "parity.json"),
+               os.path.join(out_dir, "parity.md")]
+    targets += [os.path.join(out_dir, "tflite", n) for n in _tflite_names(planned).values()]
+    _refuse_existing(targets, overwrite)
+    version_dir = saved_model(model, sm_dir, version, overwrite=overwrite,
+                              allow_untrained=allow_untrained)
+    paths = {}
+    if variants:
+        paths = tflite(model, os.path.join(out_dir, "tflite"), variants, data, sampler=True,
+                       overwrite=overwrite, allow_untrained=allow_untrained)
+    return conditional_parity_report(model, out_dir, version_dir, data=data,
+                                     saved_model_cli=saved_model_cli, tflite_paths=paths)

@@ -45,6 +45,8 @@ __all__ = [
     "check_parts",
     "prior_of",
     "read_signatures",
+    "condition_of",
+    "condition_spec",
 ]
 
 PARTS = ("decoder", "encoder")
@@ -229,6 +231,70 @@ def _spec(shape, dtype, name):
     return tf.TensorSpec(shape, dtype, name=name)
 
 
+def condition_spec(model):
+    """The `y` input of a conditional model's signatures: int32 labels `[B]` (class-
+    conditional) or float32 vectors `[B, condition_dim]`."""
+    if getattr(model, "num_classes", None):
+        return _spec([None], tf.int32, "y")
+    return _spec([None, model.condition_dim], tf.float32, "y")
+
+
+def condition_of(model, y):
+    """The network condition of `y` in a graph: one-hot `[B, C]` of int32 labels (labels
+    outside [0, C) give an all-zero row, as `tf.one_hot` does), or `y` as float32."""
+    if getattr(model, "num_classes", None):
+        return tf.one_hot(tf.cast(y, tf.int32), model.num_classes)
+    return tf.cast(y, tf.float32)
+
+
+def _conditional_specs(model, parts, sampler):
+    """`decode(z, y)`, `sample(n, y, seed)` (y of length n, or 1: repeated n times),
+    `encode(x, y)`, `reconstruct(x, y)` of a conditional model (see `signature_specs`), and
+    `classify(x)` -> `probs [B, C]` for a model with a classifier head (M2)."""
+    z_spec = _spec([None, model.latent_dim], tf.float32, "z")
+    x_spec = _spec([None, *model.data_shape], tf.float32, "x")
+    y_spec = condition_spec(model)
+
+    def decoder(z, y):
+        return model.decoder(z, condition=condition_of(model, y), training=False)
+
+    def encoder(x, y):
+        return model.encoder(x, condition=condition_of(model, y), training=False)
+
+    def repeat(y, n):  # y [1] or [n] -> [n]
+        shape = tf.concat([[n], tf.shape(y)[1:]], 0)
+        return tf.broadcast_to(y, shape)
+
+    def stateless(n, y, seed):
+        seeds = tf.random.split(tf.cast(seed, tf.int32), 2)
+        z = model.prior.distribution().sample(n, seed=seeds[0])
+        return _as_float32({"z": z, "x_mean": decoder(z, repeat(y, n)).mean()})
+
+    def random(n, y):
+        z = prior_from_noise(model.prior.distribution(), n, model.latent_dim)
+        return _as_float32({"z": z, "x_mean": decoder(z, repeat(y, n)).mean()})
+
+    n_spec = _spec([], tf.int32, "n")
+    specs = {}
+    if "decoder" in parts:
+        specs["decode"] = (lambda z, y: likelihood_outputs(decoder(z, y)), [z_spec, y_spec])
+        if sampler == "stateless":
+            specs["sample"] = (stateless, [n_spec, y_spec, _spec([2], tf.int32, "seed")])
+        elif sampler == "random":
+            specs["sample"] = (random, [n_spec, y_spec])
+    if "encoder" in parts:
+        specs["encode"] = (lambda x, y: posterior_outputs(encoder(x, y)), [x_spec, y_spec])
+        if getattr(model, "classifier", None) is not None:  # M2: q(y|x)
+            specs["classify"] = (
+                lambda x: {"probs": tf.nn.softmax(model.classifier(x, training=False))},
+                [x_spec])
+        if "decoder" in parts:
+            specs["reconstruct"] = (
+                lambda x, y: likelihood_outputs(decoder(encoder(x, y).mean(), y)),
+                [x_spec, y_spec])
+    return specs
+
+
 def signature_specs(model, parts=PARTS, sampler="stateless"):
     """Input specs of each signature, in registration order (the first is `serving_default`).
 
@@ -246,6 +312,8 @@ def signature_specs(model, parts=PARTS, sampler="stateless"):
     """
     parts = check_parts(parts)
     sampler = validation.choice("sampler", sampler, ("stateless", "random", None))
+    if getattr(model, "conditional", False):  # every signature also takes y
+        return _conditional_specs(model, parts, sampler)
     z_spec = _spec([None, model.latent_dim], tf.float32, "z")
     x_spec = _spec([None, *model.data_shape], tf.float32, "x")
     specs = {}
