@@ -69,35 +69,69 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
 
 
 SAVE_LOOP = textwrap.dedent("""
-    import sys, keras_vae as kv
+    import os, sys
+    import numpy as np
+    import keras_vae as kv
     from keras_vae import files
-    path, ready = sys.argv[1], sys.argv[2]
+    path, ready, log, start = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     big = kv.VAE(kv.MLPEncoder(2, hidden=(1500, 1500)), kv.MLPDecoder((28, 28, 1), hidden=(1500,)))
+    bias = big.decoder.params_layer.bias
     open(ready, "w").close()
+    i = start
     while True:
+        i += 1
+        bias.assign(np.full(bias.shape, i, "float32"))   # save number i is told by its weights
         files.save_model(big, path)
+        with open(log, "a") as f:                        # i is complete and in place
+            f.write(f"{i}\\n")
+            f.flush()
+            os.fsync(f.fileno())
 """)
 
 
-def test_kill_during_save_leaves_the_earlier_model_loadable(tmp_path):
-    path, ready = str(tmp_path / "model.keras"), str(tmp_path / "ready")
-    small = kv.VAE(kv.MLPEncoder(2, hidden=(8,)), kv.MLPDecoder((28, 28, 1), hidden=(8,)))
-    files.save_model(small, path)
-    proc = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, path, ready],
-                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    try:
-        deadline = time.time() + 120
-        while not os.path.exists(ready) and time.time() < deadline:
-            time.sleep(0.05)
-        # Each save of ~40 MB takes a while: kill at several points inside the loop.
-        time.sleep(1.3)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    model = keras.models.load_model(path)  # the earlier or a complete later model
+def _save_number(path):
+    model = keras.models.load_model(path)
     assert isinstance(model, kv.VAE)
-    leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
-    assert len(leftovers) <= 1  # at most the interrupted temporary file, never the model
+    return int(round(float(model.decoder.params_layer.bias.numpy()[0])))
+
+
+def test_kill_during_save_at_several_points_leaves_a_complete_known_model(tmp_path):
+    """SIGKILL while `files.save_model` is writing (a `.tmp-` file exists at the kill),
+    three times at different points: the model in place is always complete and is the
+    last save that finished (or the one whose rename landed just before the kill)."""
+    path, log = str(tmp_path / "model.keras"), str(tmp_path / "done.log")
+    small = kv.VAE(kv.MLPEncoder(2, hidden=(8,)), kv.MLPDecoder((28, 28, 1), hidden=(8,)))
+    files.save_model(small, path)  # save number 0 (zero biases)
+    open(log, "w").close()
+    last = 0
+    for delay in (0.2, 0.9, 1.7):
+        ready = str(tmp_path / f"ready-{delay}")
+        proc = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, path, ready, log, str(last)],
+                                env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        mid_save = False
+        try:
+            deadline = time.time() + 120
+            while not os.path.exists(ready) and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(delay)
+            deadline = time.time() + 10
+            while time.time() < deadline and not mid_save:  # kill inside a save
+                mid_save = any(n.startswith(files.TMP_PREFIX) and n.endswith(".keras")
+                               for n in os.listdir(tmp_path))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert mid_save, "the kill did not land inside a save"
+        with open(log) as f:
+            done = [int(t) for t in f.read().split()]
+        finished = done[-1] if done else last
+        got = _save_number(path)
+        assert got in (finished, finished + 1), (got, finished)
+        assert got >= last
+        last = max(got, finished)
+        for name in os.listdir(tmp_path):  # the killed save's temporary: never the model
+            if name.startswith(files.TMP_PREFIX):
+                os.unlink(tmp_path / name)
 
 
 def test_stop_on_nan_names_epoch_and_batch(digits):
