@@ -1,10 +1,11 @@
-"""What every model here shares: `BaseAutoencoder`, data checks and input corruption.
+"""What every model here shares: `BaseAutoencoder` (its steps, noise seeds and input checks).
 
 `BaseAutoencoder` is a `keras.Model` whose `train_step` and `test_step` both
 call one function, `compute_terms`, so `fit` and `evaluate` report the same
 numbers; subclasses (`keras_vae.VAE`, `keras_vae.Autoencoder`) say what the
 terms are. It holds the steps, input checks, metrics, noise seeds, saving and
-the denoising option: `corrupt` draws the corrupted inputs the encoder sees.
+the denoising option (`keras_vae.corruption` draws the corrupted inputs the
+encoder sees); the data rules themselves are `keras_vae.validation`'s.
 
 Noise is drawn from stateless seeds `(seed, f(optimizer.iterations, replica))`
 with the Philox generator: a run restored from a checkpoint (e.g. by
@@ -23,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import distributions as dists
 from keras_vae import keras_api, validation
+from keras_vae.corruption import CORRUPTIONS, check_corruption, corrupt
 from keras_vae.execution import AutoExecution
 
 __all__ = ["BaseAutoencoder", "corrupt", "CORRUPTIONS", "replica_context"]
@@ -58,136 +59,6 @@ def replica_context():
     if ctx is None:
         return 0, 1
     return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
-
-
-CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
-
-# Rows of the data guard: which step saw the batch.
-_TRAIN, _TEST, _PREDICT = 0, 1, 2
-_STEP_DATA = ("the training data `x`", "the evaluation data (`x` of evaluate, or "
-              "`validation_data`)", "the prediction data `x`")
-
-
-class _DataGuard(keras.metrics.Metric):
-    """Counts batches with NaN/Inf or values outside the likelihood's support, per step kind.
-
-    Updated inside `train_step`/`test_step`/`predict_step` (two reductions
-    and a compare per batch); read from Python after an epoch, `evaluate`
-    or `predict`, which then raise one clear ValueError.
-    """
-
-    def __init__(self, support=None, name="data_guard"):
-        super().__init__(name=name)
-        self.support = None if support is None else tuple(float(v) for v in support)
-        self.counts = self.add_variable(shape=(3, 2), initializer="zeros", name="counts")
-
-    def update_state(self, x, row):
-        x = tf.cast(x, tf.float32)
-        nonfinite = tf.logical_not(tf.reduce_all(tf.math.is_finite(x)))
-        if self.support is None:
-            outside = tf.constant(False)
-        else:
-            outside = tf.logical_or(tf.reduce_min(x) < self.support[0],
-                                    tf.reduce_max(x) > self.support[1])
-        flags = tf.cast(tf.stack([nonfinite, outside]), tf.float32)
-        self.counts.assign_add(tf.one_hot(row, 3)[:, None] * flags[None, :])
-
-    def result(self):
-        return self.counts
-
-    def check(self, row, head):
-        """Raises ValueError if any batch of step kind `row` was bad since the last reset."""
-        counts = np.asarray(keras.ops.convert_to_numpy(self.counts))[row]
-        nonfinite, outside = int(counts[0]), int(counts[1])
-        if not (nonfinite or outside):
-            return
-        problems = []
-        if nonfinite:
-            problems.append(f"{nonfinite} batch{'es' if nonfinite > 1 else ''} with NaN or Inf")
-        if outside:
-            problems.append(
-                f"{outside} batch{'es' if outside > 1 else ''} with values outside "
-                f"{getattr(head, 'support_name', self.support)}")
-        advice = ("" if not outside else
-                  f"; the {getattr(head, 'likelihood_name', 'model')!r} likelihood needs data in "
-                  f"{getattr(head, 'support_name', self.support)}: scale to [0, 1] (divide "
-                  f"8-bit pixels by 255) or choose a Gaussian likelihood")
-        raise ValueError(f"Expected finite data inside the likelihood's support in every "
-                         f"batch{advice}. Received: {_STEP_DATA[row]} with "
-                         f"{' and '.join(problems)}")
-
-
-class _DataGuardCheck(keras.callbacks.Callback):
-    """Raises the data guard's error at the end of each epoch of `fit` (no batch hooks,
-    so `steps_per_execution` is unaffected)."""
-
-    runs_per_execution = True
-
-    def __init__(self, guard, head):
-        super().__init__()
-        self.guard, self.head = guard, head
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.guard.check(_TRAIN, self.head)
-        self.guard.check(_TEST, self.head)
-
-
-def _corruption_args(corruption, rate, stddev):
-    if corruption is not None and corruption not in CORRUPTIONS:
-        raise ValueError(
-            f"`corruption` must be None or one of {CORRUPTIONS}. "
-            f"Received: corruption={corruption!r}"
-        )
-    return (corruption, validation.fraction("corruption_rate", rate),
-            validation.positive_float("corruption_stddev", stddev))
-
-
-def corrupt(x, seed, kind, rate=0.25, stddev=0.1, support=None):
-    """Draws a corrupted copy `x~ ~ q(x~|x)` of a batch, as a denoising autoencoder sees it.
-
-    #### Mathematical details
-
-    ```none
-    gaussian:        x~ = clip(x + stddev * eps, low, high),   eps ~ N(0, I)
-    masking:         x~_i = 0 with probability rate, else x_i
-    salt_and_pepper: x~_i = high or low with probability rate / 2 each, else x_i
-    ```
-    `(low, high)` is `support` (e.g. [0, 1] for a Bernoulli likelihood); with
-    `support=None` the Gaussian noise is not clipped and salt-and-pepper uses
-    the batch's minimum and maximum (Vincent et al., 2010). Each element is
-    corrupted independently; the noise is Philox stateless, a function of `seed`.
-
-    Args:
-      x: float tensor `[B] + data_shape`.
-      seed: stateless seed, int32 tensor of shape [2].
-      kind: "gaussian", "masking" or "salt_and_pepper".
-      rate: probability that an element is masked or salted, in [0, 1].
-      stddev: standard deviation of the Gaussian noise (> 0).
-      support: `(low, high)` of the data, or None for the real line.
-
-    Returns:
-      float32 tensor shaped like `x`.
-
-    Raises:
-      ValueError: for an unknown `kind` or a rate outside [0, 1].
-
-    Example:
-      >>> x_noisy = corrupt(x, tf.constant([0, 1]), "masking", rate=0.25)
-    """
-    if kind is None:
-        raise ValueError(f"`kind` must be one of {CORRUPTIONS}. Received: kind=None")
-    kind, rate, stddev = _corruption_args(kind, rate, stddev)
-    x = tf.cast(x, tf.float32)
-    seed = tf.cast(seed, tf.int32)
-    if kind == "gaussian":
-        noisy = x + stddev * dists.stateless_normal(tf.shape(x), seed)
-        return noisy if support is None else tf.clip_by_value(noisy, *support)
-    u = tf.random.stateless_uniform(tf.shape(x), seed=seed, alg="philox")
-    if kind == "masking":
-        return tf.where(u < rate, tf.zeros_like(x), x)
-    low, high = support if support is not None else (tf.reduce_min(x), tf.reduce_max(x))
-    salted = tf.where(u < rate / 2, high * tf.ones_like(x), low * tf.ones_like(x))
-    return tf.where(u < rate, salted, x)
 
 
 class BaseAutoencoder(AutoExecution, keras.Model):
@@ -259,7 +130,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         self.decoder = decoder
         self.latent_dim = latent_dim
         self.data_shape = tuple(decoder.event_shape)
-        self.corruption, self.corruption_rate, self.corruption_stddev = _corruption_args(
+        self.corruption, self.corruption_rate, self.corruption_stddev = check_corruption(
             corruption, corruption_rate, corruption_stddev)
         self.seed = validation.seed32(seed)
         if input_key is not None and not isinstance(input_key, str):
@@ -271,7 +142,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         self._trackers = {n: keras.metrics.Mean(name=n) for n in metric_names}
         # Not an attribute Keras tracks: it is no model state, never saved.
         object.__setattr__(self, "_data_guard",
-                           _DataGuard(getattr(self.decoder.head, "support", None)))
+                           validation.DataGuard(getattr(self.decoder.head, "support", None)))
         self.build((None,) + self.data_shape)
 
     def build(self, input_shape=None):
@@ -361,7 +232,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         return x
 
     def train_step(self, data):
-        x = self._data(data, _TRAIN)
+        x = self._data(data, validation.TRAIN)
         _, replicas = replica_context()
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x, training=True)
@@ -375,11 +246,11 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         return self._update_metrics(terms, loss)
 
     def test_step(self, data):
-        terms = self.compute_terms(self._data(data, _TEST), training=False)
+        terms = self.compute_terms(self._data(data, validation.TEST), training=False)
         return self._update_metrics(terms, terms["loss"])
 
     def predict_step(self, data):
-        return self(tf.cast(self._data(data, _PREDICT), tf.float32), training=False)
+        return self(tf.cast(self._data(data, validation.PREDICT), tf.float32), training=False)
 
     def _scalar_metrics(self):
         """Metrics that are model state rather than per-example terms (e.g. beta)."""
@@ -449,7 +320,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = self._check_validation(kwargs["validation_data"])
         kwargs["callbacks"] = list(kwargs.get("callbacks") or ()) + [
-            _DataGuardCheck(self._data_guard, self.decoder.head)]
+            validation.DataGuardCheck(self._data_guard, self.decoder.head)]
         self._data_guard.reset_state()
         return super().fit(x, y, **kwargs)
 
@@ -463,14 +334,14 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         x = self._check(x)
         self._data_guard.reset_state()
         result = super().evaluate(x, y, **kwargs)
-        self._data_guard.check(_TEST, self.decoder.head)
+        self._data_guard.check(validation.TEST, self.decoder.head)
         return result
 
     def predict(self, x, **kwargs):
         x = self._check(x)
         self._data_guard.reset_state()
         result = super().predict(x, **kwargs)
-        self._data_guard.check(_PREDICT, self.decoder.head)
+        self._data_guard.check(validation.PREDICT, self.decoder.head)
         return result
 
     def save(self, filepath, *args, **kwargs):

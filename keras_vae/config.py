@@ -64,8 +64,8 @@ def _schedules():
 
 
 def _corruptions():
-    from keras_vae import base
-    return (None,) + tuple(base.CORRUPTIONS)
+    from keras_vae import corruption
+    return (None,) + tuple(corruption.CORRUPTIONS)
 
 
 def _tflite_variants():

@@ -11,14 +11,18 @@ raising with one message style: what was expected, then `Received: name=value`.
 
 `check_data` is the one data check: numpy arrays, tensors, `tf.data`
 datasets and generators all go through it, against a model's data shape and
-(optionally) its likelihood's support. This module imports nothing of
-keras_vae, so every other module may use it.
+(optionally) its likelihood's support; `DataGuard` repeats the cheap part
+(NaN/Inf, the support's range) on every batch inside the compiled steps, and
+the model raises its error after the epoch, `evaluate` or `predict`. This
+module imports nothing of keras_vae, so every other module may use it.
 """
 
 import math
 import numbers
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 __all__ = [
     "INT32_MAX",
@@ -37,6 +41,11 @@ __all__ = [
     "event_shape",
     "check_data",
     "data_array",
+    "DataGuard",
+    "DataGuardCheck",
+    "TRAIN",
+    "TEST",
+    "PREDICT",
     "select_input",
     "peek_stream",
     "check_first_batch",
@@ -182,13 +191,11 @@ def event_shape(name, shape):
 # ---------------------------------------------------------------- data
 
 def _is_dataset(x):
-    import tensorflow as tf
     return isinstance(x, tf.data.Dataset)
 
 
 def _is_stream(x):
     """Generators, iterators and `keras.utils.PyDataset`s: checked batch by batch by Keras."""
-    import keras
     return isinstance(x, keras.utils.PyDataset) or hasattr(x, "__next__")
 
 
@@ -274,7 +281,6 @@ def check_data(x, data_shape, likelihood_head=None, name="x", input_key=None):
       ValueError: wrong shape, no examples, NaN/Inf, values outside the support,
         sample weights.
     """
-    import keras
 
     data_shape = tuple(data_shape)
     if _is_dataset(x):
@@ -310,7 +316,6 @@ def data_array(x, data_shape=None, likelihood_head=None, name="x"):
     With `data_shape=None` only a finite real array with a batch axis and at
     least one example is required.
     """
-    import tensorflow as tf
 
     if x is None or isinstance(x, dict) or _is_dataset(x) or _is_stream(x):
         expected = ("(batch,) + data_shape" if data_shape is None
@@ -377,7 +382,6 @@ def labels(name, y, n, num_classes, allow_unlabelled=False):
       >>> labels("y", [3, 1], 2, 10)
       array([3, 1], dtype=int32)
     """
-    import tensorflow as tf
 
     if y is None or isinstance(y, (str, bytes, dict)) or _is_dataset(y) or _is_stream(y):
         raise TypeError(f"Expected `{name}` as integer class labels in [0, {num_classes}). "
@@ -415,7 +419,6 @@ def condition_vectors(name, c, n, condition_dim):
       TypeError: for non-numeric values.
       ValueError: for a wrong length or width, NaN or Inf.
     """
-    import tensorflow as tf
 
     if c is None or isinstance(c, (str, bytes, dict)) or _is_dataset(c) or _is_stream(c):
         raise TypeError(f"Expected `{name}` as real condition vectors of shape (n, "
@@ -431,3 +434,75 @@ def condition_vectors(name, c, n, condition_dim):
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or Inf")
     return arr.astype("float32")
+
+
+# ------------------------------------------------- in-graph checks (every batch)
+
+# Rows of the data guard: which step saw the batch.
+TRAIN, TEST, PREDICT = 0, 1, 2
+_STEP_DATA = ("the training data `x`", "the evaluation data (`x` of evaluate, or "
+              "`validation_data`)", "the prediction data `x`")
+
+
+class DataGuard(keras.metrics.Metric):
+    """Counts batches with NaN/Inf or values outside the likelihood's support, per step kind.
+
+    Updated inside `train_step`/`test_step`/`predict_step` (two reductions
+    and a compare per batch); read from Python after an epoch, `evaluate`
+    or `predict`, which then raise one clear ValueError.
+    """
+
+    def __init__(self, support=None, name="data_guard"):
+        super().__init__(name=name)
+        self.support = None if support is None else tuple(float(v) for v in support)
+        self.counts = self.add_variable(shape=(3, 2), initializer="zeros", name="counts")
+
+    def update_state(self, x, row):
+        x = tf.cast(x, tf.float32)
+        nonfinite = tf.logical_not(tf.reduce_all(tf.math.is_finite(x)))
+        if self.support is None:
+            outside = tf.constant(False)
+        else:
+            outside = tf.logical_or(tf.reduce_min(x) < self.support[0],
+                                    tf.reduce_max(x) > self.support[1])
+        flags = tf.cast(tf.stack([nonfinite, outside]), tf.float32)
+        self.counts.assign_add(tf.one_hot(row, 3)[:, None] * flags[None, :])
+
+    def result(self):
+        return self.counts
+
+    def check(self, row, head):
+        """Raises ValueError if any batch of step kind `row` was bad since the last reset."""
+        counts = np.asarray(keras.ops.convert_to_numpy(self.counts))[row]
+        nonfinite, outside = int(counts[0]), int(counts[1])
+        if not (nonfinite or outside):
+            return
+        problems = []
+        if nonfinite:
+            problems.append(f"{nonfinite} batch{'es' if nonfinite > 1 else ''} with NaN or Inf")
+        if outside:
+            problems.append(
+                f"{outside} batch{'es' if outside > 1 else ''} with values outside "
+                f"{getattr(head, 'support_name', self.support)}")
+        advice = ("" if not outside else
+                  f"; the {getattr(head, 'likelihood_name', 'model')!r} likelihood needs data in "
+                  f"{getattr(head, 'support_name', self.support)}: scale to [0, 1] (divide "
+                  f"8-bit pixels by 255) or choose a Gaussian likelihood")
+        raise ValueError(f"Expected finite data inside the likelihood's support in every "
+                         f"batch{advice}. Received: {_STEP_DATA[row]} with "
+                         f"{' and '.join(problems)}")
+
+
+class DataGuardCheck(keras.callbacks.Callback):
+    """Raises the data guard's error at the end of each epoch of `fit` (no batch hooks,
+    so `steps_per_execution` is unaffected)."""
+
+    runs_per_execution = True
+
+    def __init__(self, guard, head):
+        super().__init__()
+        self.guard, self.head = guard, head
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.guard.check(TRAIN, self.head)
+        self.guard.check(TEST, self.head)
