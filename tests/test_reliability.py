@@ -49,7 +49,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     with open(os.path.join(killed, "status.json")) as f:
-        assert json.load(f)["status"] == "running"  # the kill left no chance to say otherwise
+        at_kill = json.load(f)
+    assert at_kill["status"] == "running"  # the kill left no chance to say otherwise
+    assert at_kill["phase"] == "training" and at_kill["epoch"] >= 2, at_kill  # mid-epoch 3
     assert os.path.isdir(os.path.join(killed, "backup"))
     assert not os.path.exists(os.path.join(killed, "model.keras"))
 
@@ -66,6 +68,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
             open(os.path.join(killed, "history.json")) as g:
         ha, hb = json.load(f), json.load(g)
     assert len(hb["loss"]) == 4 and ha["loss"] == hb["loss"]
+    with open(os.path.join(killed, "status.json")) as f:
+        assert json.load(f)["resumed_from_epoch"] >= 2  # restored from backup/, not retrained
 
 
 SAVE_LOOP = textwrap.dedent("""
