@@ -85,6 +85,7 @@ from keras_vae.distributions import (
     PointMassPosterior,
 )
 from keras_vae.evaluation import log_likelihood
+from keras_vae.hierarchical import HierarchicalVAE
 from keras_vae.latent import embed
 from keras_vae.model import VAE
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -107,6 +108,7 @@ __all__ = [
     "VAE",
     "ConditionalVAE",
     "SemiSupervisedVAE",
+    "HierarchicalVAE",
     "Autoencoder",
     "TiedMLPDecoder",
     "pretrain_layerwise",

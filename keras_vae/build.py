@@ -118,7 +118,17 @@ def build_model(config, data_shape, num_classes=None):
     _check_resources(config, data_shape)
     keras.utils.set_random_seed(config["seed"])
     hidden = tuple(config["hidden"])
-    if config["model"] in ("ae", "dae"):
+    if config.get("latent_dims"):  # stacked stochastic layers (config checks the rest)
+        from keras_vae import config as config_lib
+        from keras_vae.hierarchical import HierarchicalVAE
+        default = list(config_lib.defaults()["hidden"])
+        model = HierarchicalVAE(
+            data_shape, latent_dims=tuple(config["latent_dims"]),
+            hidden=None if list(hidden) == default else hidden,  # None: the IWAE paper's
+            activation=config["activation"], likelihood=_likelihood(config, data_shape),
+            prior=config["prior"], objective=config["objective"],
+            num_samples=config["num_samples"], beta=config["beta"], seed=config["seed"])
+    elif config["model"] in ("ae", "dae"):
         from keras_vae import autoencoders
         model = autoencoders.build_autoencoder(
             config["model"], data_shape, config["latent_dim"], hidden, config["activation"],

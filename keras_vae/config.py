@@ -129,6 +129,9 @@ OPTIONS = (
            "seeded; the rest unlabelled)", nullable=True, maximum=10_000_000),
     Option("architecture", "mlp", "choice", "model", "network body", choices=("mlp", "conv")),
     Option("latent_dim", 2, "int", "model", "size of z", maximum=65536),
+    Option("latent_dims", None, "ints", "model",
+           "sizes of 2+ stochastic layers, bottom first, e.g. 100,50: a HierarchicalVAE "
+           "(MLP, diagonal posteriors; replaces --latent-dim)", nullable=True),
     Option("hidden", [256, 128], "ints", "model", "encoder widths, e.g. 256,128 (decoder mirrors)"),
     Option("activation", "relu", "str", "model", "Keras activation of the hidden layers"),
     Option("likelihood", "bernoulli", "choice", "model", "p(x|z)", choices=_likelihoods),
@@ -250,11 +253,36 @@ def validate(config):
         if out[key] and out["model"] == "vae":
             raise ValueError(f"`{key}` applies to autoencoders (model 'ae' or 'dae'). "
                              f"Received: model='vae', {key}=True")
+    if out["latent_dims"] is not None:
+        _check_latent_dims(config, out)
     if out["model"] != "vae" and out["objective"] != "elbo":
         raise ValueError("Autoencoders train on -log p(x|z) only; the objective applies to "
                          f"VAEs. Received: model={out['model']!r}, "
                          f"objective={out['objective']!r}")
     return out
+
+
+def _check_latent_dims(config, out):
+    """A stacked-latent run (`latent_dims`): refuses what a HierarchicalVAE does not have;
+    `latent_dim` becomes `latent_dims[0]` (given as well, it must be that)."""
+    dims = out["latent_dims"]
+    if len(dims) < 2:
+        raise ValueError("`latent_dims` must list two or more layer sizes, e.g. 100,50 (one "
+                         f"layer: use latent_dim). Received: latent_dims={dims!r}")
+    if "latent_dim" in config and out["latent_dim"] != dims[0]:
+        raise ValueError("Give either `latent_dim` (one stochastic layer) or `latent_dims` "
+                         f"(several). Received: latent_dim={out['latent_dim']!r}, "
+                         f"latent_dims={dims!r}")
+    clashes = {"model": "vae", "architecture": "mlp", "posterior": "diagonal",
+               "conditional": False, "labels": None, "free_bits": 0.0, "corruption": None}
+    for key, allowed in clashes.items():
+        if out[key] != allowed:
+            raise ValueError(f"`latent_dims` (a HierarchicalVAE) needs {key}={allowed!r}. "
+                             f"Received: {key}={out[key]!r}, latent_dims={dims!r}")
+    if out["objective"] not in ("elbo", "iwae"):
+        raise ValueError("`latent_dims` (a HierarchicalVAE) trains with objective 'elbo' or "
+                         f"'iwae'. Received: objective={out['objective']!r}")
+    out["latent_dim"] = dims[0]
 
 
 def _no_duplicate_keys(pairs):

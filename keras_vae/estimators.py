@@ -55,6 +55,7 @@ __all__ = [
     "elbo_terms",
     "resolve_chunk_size",
     "sample_width",
+    "weights_hook",
 ]
 
 # Largest number of float32 elements one chunk may hold ([chunk, batch, width]).
@@ -135,6 +136,14 @@ def sample_width(model, num_dims):
     return max(int(params), int(num_dims), int(latent_dim))
 
 
+def weights_hook(model):
+    """The model's `log_importance_weights(x, seeds [C, 2]) -> (log w, log p(x|z))` (each
+    `[C, B]`), or None: models whose proposal is more than one `q(z|x)` (e.g.
+    `keras_vae.HierarchicalVAE`, over every stochastic layer) score their own samples."""
+    hook = getattr(model, "log_importance_weights", None)
+    return hook if callable(hook) else None
+
+
 def _decoder_widths(model):
     """The decoder's hidden widths when it has them (`[C x B, h]` activations per chunk)."""
     hidden = getattr(getattr(model, "decoder", None), "hidden", ())
@@ -156,7 +165,8 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size, condition_w
     def batch_log_px(x, *args):
         model = model_ref()
         condition, seed = args if len(args) == 2 else (None, args[0])
-        posterior = encode(model, x, condition)
+        hook = weights_hook(model)
+        posterior = None if hook else encode(model, x, condition)
         prior = prior_distribution(model)
 
         def draw(k):  # sample k's noise depends on (seed, k) only, not on the chunk
@@ -165,10 +175,15 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size, condition_w
 
         def body(j, acc):
             ks = j * chunk_size + tf.range(chunk_size)
-            z = tf.map_fn(draw, ks, fn_output_signature=tf.float32,
-                          parallel_iterations=16)                         # [C, B, d]
-            log_w, _ = objectives.log_importance_weights(
-                x, posterior, lambda zz: decode(model, zz, condition), prior, z)  # [C, B]
+            if hook is not None:  # the model's own proposal (e.g. HierarchicalVAE)
+                log_w, _ = hook(x, tf.map_fn(
+                    lambda k: tf.random.experimental.stateless_fold_in(seed, k), ks,
+                    fn_output_signature=tf.int32))                        # [C, B]
+            else:
+                z = tf.map_fn(draw, ks, fn_output_signature=tf.float32,
+                              parallel_iterations=16)                     # [C, B, d]
+                log_w, _ = objectives.log_importance_weights(
+                    x, posterior, lambda zz: decode(model, zz, condition), prior, z)  # [C, B]
             log_w = tf.where((ks < num_samples)[:, None], log_w, -np.inf)  # pad of last chunk
             chunk_lse = objectives.iwae_bound(log_w) + log_chunk          # logsumexp, [B]
             return j + 1, tf.reduce_logsumexp(tf.stack([acc, chunk_lse]), axis=0)
@@ -188,6 +203,10 @@ def log_likelihood(model, x, num_samples=1000, batch_size=100, chunk_size=None, 
     the estimate is a lower bound in expectation that tightens as K grows
     (Burda et al., 2016); K=1 is an unbiased estimate of the ELBO, and with
     the exact posterior every K gives log p(x) exactly.
+
+    A model with the `log_importance_weights` hook (see `weights_hook`, e.g.
+    `keras_vae.HierarchicalVAE`, whose proposal is `q(z1|x) q(z2|z1)`) draws and
+    scores its own samples; the chunking, seeds and memory bound are the same.
 
     Args:
       model: a VAE, or any object with `.encoder`, `.decoder`, `.prior`.
@@ -257,7 +276,10 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0, y=None):
     """Per-example ELBO, reconstruction term and KL, in nats (beta plays no part).
 
     Uses `objectives.elbo` with the model's `analytic_kl` setting (default
-    True), L = `num_samples` reparameterized draws per example.
+    True), L = `num_samples` reparameterized draws per example. A model with
+    the `log_importance_weights` hook (`weights_hook`, e.g. a
+    `keras_vae.HierarchicalVAE`) gives the Monte Carlo ELBO `mean_l log w_l`
+    over its own proposal, `kl` being the ELBO's non-reconstruction part.
 
     Args:
       model: a VAE, or any object with `.encoder`, `.decoder`, `.prior`.
@@ -307,6 +329,12 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0, y=None):
         def terms(xb, *args):
             model = model_ref()
             c, s = args if len(args) == 2 else (None, args[0])
+            hook = weights_hook(model)
+            if hook is not None:  # Monte Carlo over the model's own proposal
+                log_w, log_px_z = hook(xb, tf.random.split(s, num_samples))
+                rec = -tf.reduce_mean(log_px_z, axis=0)
+                elbo = tf.reduce_mean(log_w, axis=0)
+                return {"elbo": elbo, "reconstruction": rec, "kl": -elbo - rec}
             out = objectives.elbo(xb, encode(model, xb, c), lambda z: decode(model, z, c),
                                   prior_distribution(model), seed=s,
                                   num_samples=num_samples, analytic_kl=analytic)

@@ -76,8 +76,10 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
     nats per example, K = `num_samples`), `log_likelihood_bits_per_dim`,
     `elbo`, `elbo_bits_per_dim`, `reconstruction` (E_q[-log p(x|z)]) and `kl`
     (means over examples, 10 posterior samples each, the model's KL setting),
-    and `active_units`. Without a prior (deterministic autoencoders) these are
-    left out and `reconstruction` is -log p(x | z = E[q(z|x)]).
+    and `active_units` (of z1; also `active_units_per_layer`, a list, for models
+    with stacked latents such as `keras_vae.HierarchicalVAE`). Without a prior
+    (deterministic autoencoders) these are left out and `reconstruction` is
+    -log p(x | z = E[q(z|x)]).
 
     Always: `num_samples`, `num_examples`, `num_dims`, `latent_dim`, `seed`,
     the latent-vs-PCA numbers of `keras_vae.latent.latent_vs_pca` (sum-of-squares
@@ -145,6 +147,9 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
             "kl": float(np.mean(terms["kl"])),
             "active_units": latent.active_units(model, x, batch_size=batch_size),
         })
+        if callable(getattr(model, "posterior_means", None)):  # stacked latents
+            metrics["active_units_per_layer"] = latent.active_units_per_layer(
+                model, x, batch_size=max(batch_size, 500), seed=seed)
     else:
         q = [encode(model, tf.constant(x[s:s + batch_size])).mean()
              for s in range(0, len(x), batch_size)]

@@ -32,6 +32,7 @@ __all__ = [
     "embed",
     "reconstruct",  # keras_vae.access.reconstruct, re-exported
     "active_units",
+    "active_units_per_layer",
     "pca_embedding",
     "knn_accuracy",
     "latent_vs_pca",
@@ -63,6 +64,21 @@ def active_units(model, x, threshold=0.01, batch_size=1000):
     """
     variances = np.var(embed(model, x, batch_size).astype("float64"), axis=0)
     return int(np.sum(variances > float(threshold)))
+
+
+def active_units_per_layer(model, x, threshold=0.01, batch_size=1000, seed=0):
+    """Active units of every stochastic layer: a list of ints, bottom (z1) first.
+
+    A model with stacked latents exposes `posterior_means(x, seed=, batch_size=)`
+    (e.g. `keras_vae.HierarchicalVAE`: `E_q(zl|x)[zl]` per layer, the upper ones
+    Monte Carlo averages); any other model has one layer, `[active_units(model, x)]`.
+    """
+    means = getattr(model, "posterior_means", None)
+    if not callable(means):
+        return [active_units(model, x, threshold, batch_size)]
+    x = check_inputs(model, x)
+    return [int(np.sum(np.var(m.astype("float64"), axis=0) > float(threshold)))
+            for m in means(x, seed=seed, batch_size=batch_size)]
 
 
 def pca_embedding(x, n_components, x_fit=None):

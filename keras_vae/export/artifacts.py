@@ -206,6 +206,7 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
       >>> sorted(kv.export.read_signatures(path))
       ['decode', 'encode', 'reconstruct', 'sample', 'serving_default']
     """
+    model = signatures.export_model(model)  # e.g. a HierarchicalVAE's top-latent view
     signatures.check_model(model, allow_untrained)
     parts = signatures.check_parts(parts)
     version = validation.positive_int("version", version, maximum=MAX_VERSION)
@@ -280,6 +281,7 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
       FileExistsError: a target file exists and `overwrite=False` (nothing is
         written).
     """
+    model = signatures.export_model(model)  # e.g. a HierarchicalVAE's top-latent view
     signatures.check_model(model, allow_untrained)
     variants = tflite_lib.check_variants(variants, representative_data)
     sampler = validation.boolean("sampler", sampler)
@@ -336,6 +338,7 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
     Returns:
       the parity report dict (see `parity_report`).
     """
+    model = signatures.export_model(model)  # e.g. a HierarchicalVAE's top-latent view
     signatures.check_model(model, allow_untrained)
     out_dir = os.path.abspath(os.fspath(out_dir))
     sm_dir = os.path.join(out_dir, "saved_model")

@@ -280,6 +280,7 @@ def parity_report(model, out_dir, saved_model_dir=None, tflite_paths=None, data=
         the likelihood's support, `batch_size`/`latency_repeats` not a
         positive int, `saved_model_cli` not a bool.
     """
+    model = signatures.export_model(model)  # e.g. a HierarchicalVAE's top-latent view
     signatures.check_model(model, allow_untrained=True)
     batch_size = validation.batch_size(batch_size)
     latency_repeats = validation.positive_int("latency_repeats", latency_repeats)

@@ -47,6 +47,7 @@ __all__ = [
     "read_signatures",
     "condition_of",
     "condition_spec",
+    "export_model",
 ]
 
 PARTS = ("decoder", "encoder")
@@ -101,6 +102,17 @@ def check_model(model, allow_untrained=False):
             f"model.optimizer={'None' if optimizer is None else type(optimizer).__name__}"
             f", iterations={steps}"
         )
+
+
+def export_model(model):
+    """What is exported of `model`: its `export_view()` when it has one, else `model`.
+
+    A model whose latent is more than one vector (e.g. `keras_vae.HierarchicalVAE`)
+    gives a view with one latent (its `encoder`, `decoder`, `prior`, `latent_dim`,
+    `data_shape`, `optimizer`), and every signature is built from that view.
+    """
+    view = getattr(model, "export_view", None)
+    return view() if callable(view) else model
 
 
 def prior_of(model):
