@@ -185,7 +185,7 @@ def test_tflite_classifier_and_int8_full_decoder_equal_keras(tmp_path):
     model = _trained_m2()
     report = kv.export.export_all(model, str(tmp_path / "export"),
                                   tflite_variants=("float32", "int8_full"),
-                                  representative_data=X8)
+                                  representative_data=(X8, Y8))    # images and labels
     folder = tmp_path / "export" / "tflite"
     assert sorted(os.listdir(folder)) == ["classifier.tflite", "decoder_float32.tflite",
                                           "decoder_int8_full.tflite", "sampler.tflite"]

@@ -332,7 +332,8 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
       version: SavedModel version.
       tflite_variants: decoder variants (empty for no TFLite files).
       representative_data: training images; enables "int8_full" and is the
-        parity batch for `encode`/`reconstruct`.
+        parity batch for `encode`/`reconstruct`. For a conditional model also
+        a pair `(images, labels)` (see `keras_vae.export.lite.representative_inputs`).
       overwrite: replace existing exports.
       allow_untrained: export a model whose optimizer never stepped.
       saved_model_cli: also run `decode` through the real `saved_model_cli run`
