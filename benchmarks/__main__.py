@@ -1,6 +1,6 @@
 """`python -m benchmarks [SUITE ...] [--quick] [--write benchmarks/RESULTS.md]`.
 
-Suites (default: throughput conv loglik export; `all` adds quality):
+Suites (default: throughput conv loglik export; `all` adds quality and conditional):
 
 ```none
 throughput  MLP 784-200-200-d VAE, keras_vae vs plain TF, B 32/128/512, d 2/50, IWAE K=5
@@ -8,12 +8,15 @@ conv        the Keras example's conv VAE: keras_vae vs plain TF vs the example's
 loglik      kv.log_likelihood K=5000 vs its FLOP floor
 export      artifact sizes, decoder latency at batch 1/256 per runtime
 quality     test log p(x) after a fixed budget: ELBO vs IWAE K=5 vs IWAE K=50
+conditional CVAE samples classified as the asked class; M2 accuracy with 100/1,000 labels
+            vs an MLP on the labels alone and M1 (k-NN / logistic regression), digits and
+            Fashion-MNIST (about 30 min; --quick about 3 min)
 ```
 
 Everything runs in this one process; contestants are interleaved round by
 round. `--quick` (under 3 minutes) shrinks the grid and the rounds and skips
-quality. Tables are printed as they finish; `--write PATH` also replaces their
-sections in PATH (see `benchmarks.report.write_sections`).
+quality and conditional (unless named). Tables are printed as they finish;
+`--write PATH` also replaces their sections in PATH (see `benchmarks.report.write_sections`).
 """
 
 import argparse
@@ -23,7 +26,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SUITES = ("throughput", "conv", "loglik", "export", "quality")
+SUITES = ("throughput", "conv", "loglik", "export", "quality", "conditional")
 DEFAULT = ("throughput", "conv", "loglik", "export")
 
 
@@ -46,6 +49,15 @@ def _parser():
                    help="quality: 'paper' is the IWAE paper's 3,280-pass schedule (days)")
     p.add_argument("--save-dir", help="quality: save the trained models here (.keras + .json)")
     p.add_argument("--load-dir", help="quality: evaluate the models saved here, no training")
+    p.add_argument("--m2-epochs", type=int,
+                   help="conditional: M2/M1 passes (default 30 on digits, 8 on Fashion-MNIST)")
+    p.add_argument("--m2-pool", type=int,
+                   help="conditional: Fashion-MNIST training images M2 sees (default 3000)")
+    p.add_argument("--seeds", type=int, default=3, help="conditional: seeds per label count")
+    p.add_argument("--datasets", default="digits,fashion_mnist",
+                   help="conditional: comma-separated data sets")
+    p.add_argument("--plot-dir", default="benchmarks",
+                   help="conditional: folder of the accuracy-vs-labels pictures")
     p.add_argument("--write", metavar="PATH", help="update these results' sections in PATH")
     return p
 
@@ -59,8 +71,12 @@ def main(argv=None):
     suites = list(args.suites or DEFAULT)
     if "all" in suites:
         suites = list(SUITES)
-    if args.quick and "quality" in suites and "quality" not in args.suites:
-        suites.remove("quality")  # `all --quick`; named explicitly it runs with its own budget
+    for long_suite in ("quality", "conditional"):
+        if args.quick and long_suite in suites and long_suite not in args.suites:
+            suites.remove(long_suite)  # `all --quick`; named explicitly it runs its own budget
+    datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
+    if not datasets or any(d not in ("digits", "fashion_mnist") for d in datasets):
+        parser.error(f"--datasets must name some of digits, fashion_mnist; got {args.datasets!r}")
     rounds = args.rounds or (3 if args.quick else 12)
     seconds = args.seconds or (0.4 if args.quick else 1.0)
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -122,6 +138,13 @@ def main(argv=None):
                                          log=log)
         emit("quality", "Quality on dynamically binarized Fashion-MNIST",
              report.quality_table(rows))
+
+    if "conditional" in suites:
+        from benchmarks import conditional
+        body, _, _ = conditional.run(kv, datasets, quick=args.quick, m2_epochs=args.m2_epochs,
+                                     pool=args.m2_pool, seeds=args.seeds,
+                                     plot_dir=args.plot_dir, log=log)
+        emit("conditional", "Conditional VAE and semi-supervised M2", body)
 
     env["load_average"] = timing.environment()["load_average"]
     minutes = (time.perf_counter() - started) / 60

@@ -32,6 +32,7 @@ __all__ = [
     "latent_scatter",
     "interpolation_grid",
     "loss_curves",
+    "accuracy_vs_labels",
     "image_grid",
     "save_image_grid",
     "plot_all",
@@ -456,6 +457,78 @@ def loss_curves(history, path=None):
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7, frameon=False)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.17, top=0.88, wspace=0.35)
+    return _save(fig, path)
+
+
+def _accuracy_series(results):
+    """Checks `accuracy_vs_labels` input; returns [(method, counts [k], runs [k] lists)]."""
+    if not isinstance(results, dict) or not results:
+        raise TypeError("Expected `results` as a non-empty dict method -> {number of labels: "
+                        f"accuracies}}. Received: results={results!r:.80}")
+    series = []
+    for method, by_count in results.items():
+        if not isinstance(by_count, dict) or not by_count:
+            raise TypeError(f"Expected results[{method!r}] as a non-empty dict number of "
+                            f"labels -> accuracies. Received: {by_count!r:.80}")
+        counts, runs = [], []
+        for count, accs in sorted(by_count.items()):
+            count = validation.positive_int(f"number of labels of {method!r}", count)
+            values = np.atleast_1d(np.asarray(accs, "float64")).reshape(-1)
+            if values.size == 0 or not np.all((values >= 0) & (values <= 1)):
+                raise ValueError(f"Accuracies must be numbers in [0, 1]. Received: "
+                                 f"results[{method!r}][{count}]={accs!r:.80}")
+            counts.append(count)
+            runs.append(values)
+        series.append((str(method), counts, runs))
+    return series
+
+
+def accuracy_vs_labels(results, path=None, title=None, chance=None):
+    """Test accuracy against the number of labelled examples, one line per method.
+
+    Each point is the mean over the runs (seeds) given for that number of
+    labels; the bar spans their minimum to maximum. The x axis is logarithmic.
+
+    Args:
+      results: dict method name -> dict number of labels -> accuracies (a
+        float or a list, one per seed), e.g.
+        `{"M2": {100: [0.61, 0.63, 0.60], 1000: [...]}, "MLP": {...}}`.
+      path: optional PNG path (written atomically).
+      title: optional figure title.
+      chance: optional chance accuracy (e.g. 1 / C), drawn as a dotted line.
+
+    Returns:
+      `matplotlib.figure.Figure`.
+
+    Raises:
+      TypeError: `results` is not a non-empty dict of non-empty dicts.
+      ValueError: a label count that is not a positive int, or an accuracy
+        outside [0, 1].
+    """
+    series = _accuracy_series(results)
+    if chance is not None:
+        chance = validation.fraction("chance", chance)
+    fig = _figure(4.8, 3.4)
+    ax = fig.subplots()
+    for method, counts, runs in series:
+        means = np.array([r.mean() for r in runs])
+        low = means - np.array([r.min() for r in runs])
+        high = np.array([r.max() for r in runs]) - means
+        ax.errorbar(counts, means, yerr=np.stack([low, high]), marker="o", capsize=3,
+                    label=f"{method}")
+    if chance is not None:
+        ax.axhline(chance, linestyle=":", color="grey", label="chance")
+    ax.set_xscale("log")
+    ticks = sorted({c for _, counts, _ in series for c in counts})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{c:,}" for c in ticks])
+    ax.set_xlabel("labelled training examples", fontsize=8)
+    ax.set_ylabel("test accuracy (mean, min-max over seeds)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, frameon=False)
+    if title:
+        ax.set_title(str(title), fontsize=9)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.14, top=0.9)
     return _save(fig, path)
 
 

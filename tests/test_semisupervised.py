@@ -167,3 +167,78 @@ def test_cli_trains_with_labels_and_reports_accuracy(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["--quiet", "train", str(tmp_path / "r2"), "--labels", "5"]) == 2
     assert "Received: labels=5" in capsys.readouterr().err
+
+
+def _trained_m2():
+    model = _m2()
+    model.fit(X8, np.where(np.arange(24) % 2, Y8, -1), epochs=3, batch_size=8, verbose=0)
+    return model
+
+
+def test_tflite_classifier_and_int8_full_decoder_equal_keras(tmp_path):
+    """classifier.tflite (float32) equals `classify` to 1e-5 through ai-edge-litert; the
+    full-integer decoder takes (z, y), uses builtin kernels only and stays near Keras."""
+    import os
+
+    from keras_vae.export import lite
+
+    model = _trained_m2()
+    report = kv.export.export_all(model, str(tmp_path / "export"),
+                                  tflite_variants=("float32", "int8_full"),
+                                  representative_data=(X8, Y8))    # images and labels
+    folder = tmp_path / "export" / "tflite"
+    assert sorted(os.listdir(folder)) == ["classifier.tflite", "decoder_float32.tflite",
+                                          "decoder_int8_full.tflite", "sampler.tflite"]
+    assert report["artifacts"]["tflite/classifier"]["within_tolerance"]
+    probs = lite.run(str(folder / "classifier.tflite"), "classify", x=X8[:5])["probs"]
+    np.testing.assert_allclose(probs, model.classify(X8[:5]), atol=1e-5)
+    assert lite.op_names(str(folder / "classifier.tflite")) <= {
+        "FULLY_CONNECTED", "RESHAPE", "SOFTMAX"}
+    z = np.random.default_rng(2).normal(size=(6, 3)).astype("float32")
+    y = np.array([0, 1, 2, 3, 1, 0], "int32")
+    full = str(folder / "decoder_int8_full.tflite")
+    assert not any(op.startswith("CUSTOM") for op in lite.op_names(full))
+    out = lite.run(full, "decode", z=z, y=y)["x_mean"]
+    # int8 activations: a few quantization steps (1/256) of the [0, 1] outputs; measured
+    # 0.005, as for an unconditional decoder of this size (0.15 with TFLite's ONE_HOT).
+    assert np.max(np.abs(out - np.asarray(model.decode(z, y).mean()))) < 0.02
+    assert "ONE_HOT" not in lite.op_names(full)
+
+
+def test_int8_full_calibration_inputs_of_a_conditional_model():
+    from keras_vae.export import lite
+
+    model = _trained_m2()
+    inputs = lite.representative_inputs(model, X8)          # labels from q(y|x)
+    assert inputs["z"].shape == (48, 3) and inputs["y"].shape == (48,)
+    np.testing.assert_array_equal(inputs["y"][:24], model.classify(X8).argmax(1))
+    given = lite.representative_inputs(model, (X8, Y8))      # labels given
+    np.testing.assert_array_equal(given["y"], np.concatenate([Y8, Y8]))
+    latents = lite.representative_inputs(model, np.zeros((5, 3), "float32"))
+    np.testing.assert_array_equal(latents["y"], [0, 1, 2, 3, 0])
+    with pytest.raises(ValueError, match="Received: representative_data.shape"):
+        lite.representative_inputs(model, np.zeros((5, 7), "float32"))
+    with pytest.raises(ValueError, match="Received"):
+        lite.representative_inputs(model, (X8, np.full(24, 9)))
+
+
+def test_accuracy_vs_labels_picture_renders(tmp_path):
+    from keras_vae import visualization as vz
+
+    path = tmp_path / "acc.png"
+    results = {"M2": {100: [0.6, 0.62, 0.58], 1000: [0.75, 0.76, 0.74]},
+               "MLP": {100: 0.5, 1000: [0.7]}}
+    fig = vz.accuracy_vs_labels(results, path=str(path), chance=0.1, title="t")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and len(ax.get_legend().get_texts()) == 3
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 2]
+    np.testing.assert_allclose(lines[0].get_ydata(), [0.6, 0.75])   # means over seeds
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = __import__("matplotlib.image").image.imread(str(path))
+    assert image.shape[2] in (3, 4) and image[..., :3].std() > 0.01
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        vz.accuracy_vs_labels({"M2": {100: [1.5]}})
+    with pytest.raises(TypeError, match="Received: results"):
+        vz.accuracy_vs_labels({})
+    with pytest.raises(ValueError, match="number of labels"):
+        vz.accuracy_vs_labels({"M2": {0: [0.5]}})

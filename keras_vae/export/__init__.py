@@ -6,7 +6,7 @@ This file only gathers the public API; the code lives in the submodules:
 artifacts.py    saved_model(), tflite(), export_all(): write artifacts to disk
                 (TF Serving layout, warm-up records, atomic writes, refusals)
 signatures.py   tensor-only serving functions shared by SavedModel and TFLite
-lite.py         TFLite conversion of the decoder and sampler; running .tflite files
+lite.py         TFLite conversion of the decoder, sampler and M2 classifier; running them
 parity.py       parity report: max |diff| against Keras, sizes, latency
 ```
 """

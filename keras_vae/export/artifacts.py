@@ -252,7 +252,12 @@ def saved_model(model, base_dir, version=1, parts=("decoder", "encoder"), overwr
 
 
 def _tflite_names(converted):
-    return {v: ("sampler.tflite" if v == "sampler" else f"decoder_{v}.tflite") for v in converted}
+    return {v: (f"{v}.tflite" if v in ("sampler", "classifier") else f"decoder_{v}.tflite")
+            for v in converted}
+
+
+def _has_classifier(model):
+    return getattr(model, "classifier", None) is not None
 
 
 def tflite(model, out_dir, variants=("float32", "float16", "int8"), representative_data=None,
@@ -261,7 +266,9 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
 
     Files: `decoder_<variant>.tflite` (signature `decode`) for each variant,
     plus `decoder_int8_full.tflite` when `representative_data` is given, and
-    `sampler.tflite` (signatures `sample`, `decode`). See `keras_vae.export.lite`.
+    `sampler.tflite` (signatures `sample`, `decode`); for a model with a
+    classifier head (M2) also `classifier.tflite` (signature `classify`, float32).
+    See `keras_vae.export.lite`.
 
     Args:
       model: a trained VAE.
@@ -287,10 +294,10 @@ def tflite(model, out_dir, variants=("float32", "float16", "int8"), representati
     sampler = validation.boolean("sampler", sampler)
     overwrite = validation.boolean("overwrite", overwrite)
     has_prior = signatures.prior_of(model) is not None
-    auto_full = tflite_lib.auto_int8_full(variants, representative_data) and not getattr(
-        model, "conditional", False)
+    auto_full = tflite_lib.auto_int8_full(variants, representative_data)
     planned = list(variants) + (["int8_full"] if auto_full else []) + (
-        ["sampler"] if sampler and has_prior else [])
+        ["sampler"] if sampler and has_prior else []) + (
+        ["classifier"] if _has_classifier(model) else [])
     out_dir = os.path.abspath(os.fspath(out_dir))
     paths = {v: os.path.join(out_dir, name) for v, name in _tflite_names(planned).items()}
     _refuse_existing(paths.values(), overwrite)
@@ -327,7 +334,8 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
       version: SavedModel version.
       tflite_variants: decoder variants (empty for no TFLite files).
       representative_data: training images; enables "int8_full" and is the
-        parity batch for `encode`/`reconstruct`.
+        parity batch for `encode`/`reconstruct`. For a conditional model also
+        a pair `(images, labels)` (see `keras_vae.export.lite.representative_inputs`).
       overwrite: replace existing exports.
       allow_untrained: export a model whose optimizer never stepped.
       saved_model_cli: also run `decode` through the real `saved_model_cli run`
@@ -374,14 +382,16 @@ def export_all(model, out_dir, version=1, tflite_variants=("float32", "float16",
 def _export_conditional(model, out_dir, sm_dir, version, variants, data, overwrite,
                         allow_untrained, saved_model_cli):
     """`export_all` of a conditional model: the SavedModel (signatures taking `y`), the
-    TFLite decoders `decode(z, y)` and sampler `sample(n, y)` (no "int8_full"), and a
-    parity report."""
+    TFLite decoders `decode(z, y)` (with "int8_full" calibrated on `(z, y)` pairs), the
+    sampler `sample(n, y)`, M2's `classifier.tflite`, and a parity report."""
     version = validation.positive_int("version", version, maximum=MAX_VERSION)
     overwrite = validation.boolean("overwrite", overwrite)
     variants = tflite_lib.check_variants(variants, data)
-    if "int8_full" in variants:
-        tflite_lib.convert(model, variants)  # raises the conditional int8_full error
-    planned = list(variants) + (["sampler"] if variants else [])
+    if data is not None:  # refuse bad calibration data before writing anything
+        tflite_lib.representative_inputs(model, data, max_examples=1)
+    planned = list(variants) + (["int8_full"] if tflite_lib.auto_int8_full(variants, data)
+                                else []) + (["sampler"] if variants else []) + (
+        ["classifier"] if variants and _has_classifier(model) else [])
     targets = [os.path.join(sm_dir, str(version)), os.path.join(out_dir, "parity.json"),
                os.path.join(out_dir, "parity.md")]
     targets += [os.path.join(out_dir, "tflite", n) for n in _tflite_names(planned).values()]
@@ -392,5 +402,6 @@ def _export_conditional(model, out_dir, sm_dir, version, variants, data, overwri
     if variants:
         paths = tflite(model, os.path.join(out_dir, "tflite"), variants, data, sampler=True,
                        overwrite=overwrite, allow_untrained=allow_untrained)
-    return conditional_parity_report(model, out_dir, version_dir, data=data,
+    images = data[0] if isinstance(data, (tuple, list)) and len(data) == 2 else data
+    return conditional_parity_report(model, out_dir, version_dir, data=images,
                                      saved_model_cli=saved_model_cli, tflite_paths=paths)

@@ -24,6 +24,13 @@ the likelihood's parameters and `x_mean`, as in `keras_vae.export.signatures`):
 The sampler (`sampler.tflite`) holds `sample` (`n int32 []` -> `z`, `x_mean`,
 fresh noise on every call) and a float32 `decode`, so a device can also pass
 its own noise through the prior's reparameterization and `decode`.
+
+Conditional models (`ConditionalVAE`, `SemiSupervisedVAE`): every decoder
+variant takes `(z, y)` (`y` int32 labels `[B]`, one-hot inside the graph with
+the builtin `ONE_HOT`, or float32 condition vectors `[B, k]`) and the sampler
+`sample(n, y)`. Their "int8_full" decoder is calibrated on `(z, y)` pairs from
+`representative_inputs`. A model with a classifier head (M2) also gets
+`classifier.tflite`, float32, signature `classify` (`x` -> `probs [B, C]`).
 """
 
 import os
@@ -44,6 +51,7 @@ __all__ = [
     "check_variants",
     "auto_int8_full",
     "representative_latents",
+    "representative_inputs",
     "probe_latents",
     "float32_model",
     "convert",
@@ -102,6 +110,65 @@ def representative_latents(model, data, max_examples=500, seed=0):
     return np.concatenate(parts).astype("float32")
 
 
+def _cycled_conditions(model, n, seed):
+    """`n` conditions without labels: classes `b mod C`, or N(0, I) condition vectors."""
+    if getattr(model, "num_classes", None):
+        return (np.arange(n) % model.num_classes).astype("int32")
+    return np.random.default_rng(seed).normal(size=(n, model.condition_dim)).astype("float32")
+
+
+def representative_inputs(model, data, max_examples=500, seed=0):
+    """Calibration inputs of the decoder's `decode` signature for full-integer quantization.
+
+    An unconditional model gets `{"z": representative_latents(...)}`. A
+    conditional model gets `{"z": [M, latent_dim], "y": [M] or [M, k]}`:
+
+    - `data` a pair `(x, y)` of images and their labels (or condition
+      vectors): one draw of `q(z|x, y)` per image and as many prior draws,
+      both with the given `y`;
+    - images only, for a model with a classifier head (M2): the same, with
+      `y = argmax q(y|x)`;
+    - images only, otherwise (no labels to encode with): prior draws, one per
+      image, with the classes `b mod C` (N(0, I) vectors for `condition_dim`);
+    - latents `[N, latent_dim]`: these, with the classes `b mod C`.
+
+    Raises:
+      ValueError / TypeError: as `representative_latents`, and labels that do
+        not fit the model.
+    """
+    if not _conditional(model):
+        return {"z": representative_latents(model, data, max_examples, seed)}
+    max_examples = validation.positive_int("max_examples", max_examples)
+    seed = validation.seed32(seed)
+    x, y = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
+    arr = np.asarray(x)
+    if y is None and arr.ndim == 2 and arr.shape[1:] == (model.latent_dim,) and \
+            tuple(model.data_shape) != (model.latent_dim,):
+        z = arr[:max_examples].astype("float32")
+        return {"z": z, "y": _cycled_conditions(model, len(z), seed)}
+    if arr.ndim < 1 or tuple(arr.shape[1:]) != tuple(model.data_shape):
+        raise ValueError(
+            "Shape mismatch: `representative_data` of a conditional model must be training "
+            f"images of shape (N,) + {tuple(model.data_shape)} (or a pair (images, labels), "
+            f"or latents (N, {model.latent_dim})). Received: representative_data.shape="
+            f"{arr.shape}")
+    validation.check_data(arr, model.data_shape, model.decoder.head, name="representative_data")
+    arr = arr[:max_examples].astype("float32")
+    n = len(arr)
+    seeds = tf.random.split(tf.constant([seed, 11], tf.int32), 2)
+    prior_z = model.prior.distribution().sample(n, seed=seeds[1]).numpy()
+    if y is not None:
+        y = model.check_condition(np.asarray(y)[:max_examples], n, "representative_data[1]")
+    elif hasattr(model, "classify"):
+        y = model.classify(arr).argmax(1).astype("int32")
+    else:
+        return {"z": prior_z.astype("float32"), "y": _cycled_conditions(model, n, seed)}
+    q = model.encode(arr, y)
+    posterior_z = dists.reparameterized_sample(q, 1, seeds[0])[0].numpy()
+    return {"z": np.concatenate([posterior_z, prior_z]).astype("float32"),
+            "y": np.concatenate([y, y])}
+
+
 def probe_latents(model, n, seed=(0, 5), data=None):
     """`n` fixed latents `[n, latent_dim]`.
 
@@ -152,7 +219,7 @@ def float32_model(model):
     return clone
 
 
-def _converter(source_dir, keys, variant, latents):
+def _converter(source_dir, keys, variant, inputs):
     converter = tf.lite.TFLiteConverter.from_saved_model(source_dir, signature_keys=keys)
     if variant == "float32":
         return converter
@@ -160,8 +227,14 @@ def _converter(source_dir, keys, variant, latents):
     if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif variant == "int8_full":
-        batches = [latents[i:i + 32] for i in range(0, len(latents), 32)]
-        converter.representative_dataset = lambda: ({"z": b} for b in batches)
+        # Batches of one size: the calibrator fails to resize a conditional decode
+        # (its BROADCAST_TO of y) between batch sizes, so the last batch is the last rows.
+        rows = len(inputs["z"])
+        size = min(32, rows)
+        starts = list(range(0, rows - size + 1, size))
+        starts += [rows - size] if rows % size else []
+        batches = [{k: v[i:i + size] for k, v in inputs.items()} for i in starts]
+        converter.representative_dataset = lambda: iter(batches)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter
 
@@ -244,7 +317,7 @@ def _probe(content, signature, inputs, expected=None, tolerance=None):
 
 
 def convert(model, variants=("float32", "float16", "int8"), representative_data=None,
-            sampler=True):
+            sampler=True, classifier=True):
     """Converts the decoder (and the sampler) to TFLite flatbuffers in memory.
 
     Every flatbuffer is run once on a few latents before it is returned.
@@ -263,6 +336,8 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
         `representative_latents`.
       sampler: also build the sampler model (key "sampler"); ignored for
         models without a prior (an Autoencoder).
+      classifier: also build `classify` (key "classifier", float32) for a
+        model with a classifier head (M2); ignored for other models.
 
     Returns:
       dict variant -> bytes (`.tflite` flatbuffer).
@@ -273,16 +348,14 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
         cannot draw from with builtin ops.
     """
     variants = check_variants(variants, representative_data)
-    if _conditional(model) and "int8_full" in variants:
-        raise ValueError("The 'int8_full' TFLite decoder is not available for conditional "
-                         "models yet (its calibration feeds z only); use float32, float16 "
-                         f"or int8. Received: variants={variants!r}")
-    auto_full = auto_int8_full(variants, representative_data) and not _conditional(model)
+    auto_full = auto_int8_full(variants, representative_data)
     variants += ("int8_full",) if auto_full else ()
-    latents = None
+    calibration = None
     if "int8_full" in variants:
-        latents = representative_latents(model, representative_data)
+        calibration = representative_inputs(model, representative_data)
     sampler = validation.boolean("sampler", sampler) and signatures.prior_of(model) is not None
+    classifier = (validation.boolean("classifier", classifier)
+                  and getattr(model, "classifier", None) is not None)
     if sampler:  # fail before converting anything if the prior is unsupported
         signatures.prior_from_noise(model.prior.distribution(), tf.constant(1),
                                      model.latent_dim)
@@ -295,12 +368,13 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
         with warnings.catch_warnings():  # the calibrator still uses tf.lite.Interpreter
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
             for variant in variants:
-                content = _converter(source, ["decode"], variant, latents).convert()
+                content = _converter(source, ["decode"], variant, calibration).convert()
                 problem = _probe(content, "decode", probe)
                 if not problem and variant == "int8_full" and auto_full:
-                    calib = latents[:256]
-                    problem = _probe(content, "decode", {"z": calib},
-                                     signatures.decode_outputs(model, calib),
+                    calib = {k: v[:256] for k, v in calibration.items()}
+                    problem = _probe(content, "decode", calib,
+                                     signatures.decode_outputs(model, calib["z"],
+                                                               calib.get("y")),
                                      INT8_FULL_TOLERANCE)
                 if problem and variant == "int8_full" and auto_full:
                     warnings.warn(f"Skipping the 'int8_full' TFLite decoder: {problem}",
@@ -316,7 +390,25 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
             if sampler:
                 out["sampler"] = _converter(source, ["sample", "decode"], "float32",
                                             None).convert()
+            if classifier:
+                out["classifier"] = _classifier(model, tmp)
     return out
+
+
+def _classifier(model, tmp):
+    """`classify(x) -> probs` of an M2 model as a float32 flatbuffer (run once to check)."""
+    source = os.path.join(tmp, "classifier_saved_model")
+    signatures.build_archive(float32_model(model), ("encoder",), sampler=None).write_out(
+        source, verbose=False)
+    content = _converter(source, ["classify"], "float32", None).convert()
+    x = np.asarray(model.decode(probe_latents(model, 4), _cycled_conditions(model, 4, 0))
+                   .mean(), "float32")
+    problem = _probe(content, "classify", {"x": x})
+    if problem:
+        raise ValueError(f"The TFLite classifier of this model does not run on the builtin "
+                         f"kernels ({problem}); pass classifier=False. Received: "
+                         f"classifier={type(model.classifier).__name__}")
+    return content
 
 
 def _interpreter(model):

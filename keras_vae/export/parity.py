@@ -37,7 +37,8 @@ __all__ = ["parity_report", "conditional_parity_report", "max_abs_diff", "run_se
 _UNCHECKED = ("logits",)
 _ORDER = ("decode", "sample", "encode", "reconstruct")
 # Max |diff| against Keras (every output but logits) each artifact must stay within.
-TOLERANCES = {"saved_model": 1e-5, "float32": 1e-5, "sampler": 1e-5, "float16": 1e-3,
+TOLERANCES = {"saved_model": 1e-5, "float32": 1e-5, "sampler": 1e-5, "classifier": 1e-5,
+              "float16": 1e-3,
               "int8": 3e-2, "int8_full": tflite_lib.INT8_FULL_TOLERANCE}
 
 
@@ -353,7 +354,8 @@ def conditional_parity_report(model, out_dir, saved_model_dir, data=None, saved_
     TFLite decoders (`tflite_paths`, variant -> path) run `decode(z, y)` with
     ai-edge-litert against Keras within `TOLERANCES[variant]`; the sampler
     runs `decode(z, y)` likewise and `sample(n, y)` (fresh noise) for shapes
-    and finite values.
+    and finite values; M2's `classifier.tflite` runs `classify(x)` against
+    `model.classify` within `TOLERANCES["classifier"]`.
 
     Every signature (`decode(z, y)`, `sample(n, y, seed)`, `encode(x, y)`,
     `reconstruct(x, y)`) runs through `tf.saved_model.load` and the graph
@@ -414,6 +416,13 @@ def conditional_parity_report(model, out_dir, saved_model_dir, data=None, saved_
                                                   loader="saved_model_cli run (subprocess)")
     decode_inputs, decode_ref = expected["decode"]
     for variant, path in (tflite_paths or {}).items():
+        if variant == "classifier":  # M2's q(y|x): classify(x) -> probs
+            inputs, ref = expected["classify"]
+            out = tflite_lib.run(path, "classify", **inputs)
+            rows["tflite/classifier"] = _row(path, out_dir, max_abs_diff(out, ref),
+                                             TOLERANCES["classifier"],
+                                             size=os.path.getsize(path), loader="ai-edge-litert")
+            continue
         out = tflite_lib.run(path, "decode", **decode_inputs)
         tol = TOLERANCES[variant]
         extra = {}
@@ -434,7 +443,8 @@ def conditional_parity_report(model, out_dir, saved_model_dir, data=None, saved_
                   "y": "labels b mod C" if model.num_classes else "N(0, I) vectors, seed 4"},
         "artifacts": rows,
         "note": "conditional models: TFLite decoders take (z, y), the sampler (n, y); "
-                "no int8_full variant yet",
+                "int8_full is calibrated on (z, y) pairs; M2's classifier.tflite runs "
+                "classify(x)",
         "versions": _versions(),
     }
     os.makedirs(out_dir, exist_ok=True)

@@ -156,8 +156,15 @@ def posterior_outputs(q):
     return _as_float32({"z_mean": q.mean(), "z_stddev": q.stddev()})
 
 
-def decode_outputs(model, z):
-    """`decode` signature: `z [B, latent_dim]` -> likelihood parameters and `x_mean`."""
+def decode_outputs(model, z, y=None):
+    """`decode` signature: `z [B, latent_dim]` -> likelihood parameters and `x_mean`.
+
+    For a conditional model also `y` (int labels `[B]` or condition vectors `[B, k]`),
+    turned into the network condition by `condition_of`.
+    """
+    if y is not None:
+        return likelihood_outputs(model.decoder(z, condition=condition_of(model, y),
+                                                training=False))
     return likelihood_outputs(model.decoder(z, training=False))
 
 
@@ -253,9 +260,20 @@ def condition_spec(model):
 
 def condition_of(model, y):
     """The network condition of `y` in a graph: one-hot `[B, C]` of int32 labels (labels
-    outside [0, C) give an all-zero row, as `tf.one_hot` does), or `y` as float32."""
+    outside [0, C) give an all-zero row, as `tf.one_hot` does), or `y` as float32.
+
+    The one-hot code is `cast(float(y)[:, None] == range(C), float32)` rather
+    than `tf.one_hot`: in a full-integer TFLite model the converter quantizes
+    ONE_HOT's on-value with its own scale (1/255) but the kernel copies it into
+    an output of another scale, so 1 became 2.9 (decoder outputs off by 0.15
+    on a small model, 0.005 with this form). The comparison is in float32
+    because the converter fuses an int32 EQUAL + CAST back into ONE_HOT.
+    Labels are exact in float32 (C <= 65536).
+    """
     if getattr(model, "num_classes", None):
-        return tf.one_hot(tf.cast(y, tf.int32), model.num_classes)
+        labels = tf.cast(tf.cast(y, tf.int32), tf.float32)
+        classes = tf.range(model.num_classes, dtype=tf.float32)
+        return tf.cast(tf.equal(labels[:, None], classes[None, :]), tf.float32)
     return tf.cast(y, tf.float32)
 
 
