@@ -448,8 +448,9 @@ class TableLikelihood(_LikelihoodHead):
 
     def check_support(self, x, name="x", allow_missing=False):
         """Raises for entries outside a column's support: binary values outside
-        [low, high], categorical values that are not codes 0..K-1, non-finite
-        numbers; NaN (missing) only with `allow_missing`."""
+        [low, high], categorical values that do not round to a code 0..K-1
+        (`log_prob` rounds, so averaged codes such as a mean fill pass),
+        non-finite numbers; NaN (missing) only with `allow_missing`."""
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
             raise TypeError(
@@ -475,7 +476,7 @@ class TableLikelihood(_LikelihoodHead):
                 what = f"values in [{low:g}, {high:g}]"
             else:
                 k = self.num_categories[j]
-                bad = col[(col != np.round(col)) | (col < 0) | (col > k - 1)]
+                bad = col[(col < -0.5) | (col > k - 0.5)]  # log_prob rounds to a code
                 what = f"category codes 0..{k - 1}"
             if bad.size:
                 raise ValueError(f"The table likelihood needs {what} in {names[j]!r} ({kind}). "
