@@ -69,6 +69,7 @@ from keras_vae import (
     latent,
     objectives,
     priors,
+    tables,
     visualization,
 )
 from keras_vae.applications import anomaly_scores, impute
@@ -87,10 +88,12 @@ from keras_vae.distributions import (
 from keras_vae.evaluation import log_likelihood
 from keras_vae.hierarchical import HierarchicalVAE
 from keras_vae.latent import embed
+from keras_vae.likelihoods import TableLikelihood
 from keras_vae.model import VAE
-from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, Standardization
 from keras_vae.priors import MixturePrior, StandardNormalPrior
 from keras_vae.semisupervised import SemiSupervisedVAE
+from keras_vae.tables import Table
 
 __version__ = "0.1.0"
 
@@ -122,6 +125,9 @@ __all__ = [
     "GaussianLikelihood",
     "LearnedGaussianLikelihood",
     "ContinuousBernoulliLikelihood",
+    "TableLikelihood",
+    "Standardization",
+    "Table",
     "PointMassPosterior",
     "StandardNormalPrior",
     "MixturePrior",
@@ -131,6 +137,7 @@ __all__ = [
     "distributions",
     "objectives",
     "priors",
+    "tables",
     "autoencoders",
     "evaluation",
     "latent",

@@ -2,7 +2,11 @@
 
 `load_data(config)` loads the data set a config names (the test set binarized
 once when training binarizes dynamically); `build_model(config, data_shape)`
-builds and compiles the model it describes. Both take a validated config
+builds and compiles the model it describes. For a `.csv` table
+(`load_table(config)`) the model is an MLP VAE whose encoder standardises its
+input and whose decoder has the mixed-type `TableLikelihood`, both with the
+per-column statistics of the training split, so it takes and returns values in
+the table's units. Both take a validated config
 (`keras_vae.config.validate`); `keras_vae.runs` (one process) and
 `keras_vae.distributed` (every worker) use them, so both train the same model.
 """
@@ -10,7 +14,26 @@ builds and compiles the model it describes. Both take a validated config
 import keras
 import numpy as np
 
-__all__ = ["build_model", "load_data", "num_classes_of", "label_subset"]
+__all__ = ["build_model", "load_data", "load_table", "is_table", "num_classes_of",
+           "label_subset", "MISSING_AWARE_OBJECTIVES"]
+
+# Objectives that train on rows with missing entries (NaN); with the others a table
+# run trains and evaluates on its complete rows.
+MISSING_AWARE_OBJECTIVES = ("miwae",)
+
+
+def is_table(config):
+    """Whether the config's data is a .csv table."""
+    return config["data"].lower().endswith(".csv")
+
+
+def load_table(config):
+    """The `keras_vae.tables.Table` of a table run's data (None for other data)."""
+    if not is_table(config):
+        return None
+    from keras_vae import data
+    return data.read_table(config["data"], categorical=config.get("categorical") or (),
+                           numeric=config.get("numeric") or ())
 
 
 def label_subset(y, num_labels, num_classes, seed):
@@ -73,7 +96,7 @@ def _likelihood(config, data_shape):
     return config["likelihood"]
 
 
-def _check_resources(config, data_shape):
+def _check_resources(config, data_shape, likelihood_params=None):
     """Refuses an MLP model + training step that do not fit in memory (nothing built yet).
 
     Conservative where the exact count needs a constructed head: the
@@ -88,10 +111,41 @@ def _check_resources(config, data_shape):
     num_samples = config["num_samples"] if config["model"] == "vae" else 1
     resources.check_training(data_shape, d, config["hidden"], config["batch_size"],
                              num_samples, posterior_params=posterior,
-                             likelihood_params=2 * int(np.prod(data_shape)))
+                             likelihood_params=likelihood_params or 2 * int(np.prod(data_shape)))
 
 
-def build_model(config, data_shape, num_classes=None):
+def _table_networks(config, table, x_train):
+    """Encoder (standardising its input) and decoder (mixed likelihood) for a table."""
+    from keras_vae import likelihoods, networks
+    d = len(table.columns)
+    shift, scale = table.input_statistics(x_train)
+    encoder = networks.MLPEncoder(
+        config["latent_dim"], hidden=tuple(config["hidden"]), activation=config["activation"],
+        posterior=config["posterior"],
+        standardize=networks.Standardization(d, shift=shift, scale=scale))
+    shift, scale = table.likelihood_statistics(x_train)
+    head = likelihoods.TableLikelihood(
+        (d,), kinds=table.kinds, num_categories=table.num_categories, shift=shift, scale=scale,
+        table=table.description())
+    decoder = networks.MLPDecoder((d,), hidden=tuple(config["hidden"])[::-1],
+                                  activation=config["activation"], likelihood=head)
+    return encoder, decoder
+
+
+def _check_table_config(config):
+    for key, bad, expected in (("model", config["model"] != "vae", "vae"),
+                               ("architecture", config["architecture"] != "mlp", "mlp"),
+                               ("conditional", config["conditional"], False),
+                               ("labels", config["labels"] is not None, None),
+                               ("corruption", config["corruption"] is not None, None),
+                               ("latent_dims", config.get("latent_dims") is not None, None)):
+        if bad:
+            raise ValueError(f"A .csv table trains an MLP VAE with the mixed-type table "
+                             f"likelihood: `{key}` must be {expected!r} for it. "
+                             f"Received: {key}={config[key]!r}, data={config['data']!r}")
+
+
+def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
     """Builds and compiles the model a config describes, for data of `data_shape`.
 
     Args:
@@ -101,6 +155,10 @@ def build_model(config, data_shape, num_classes=None):
         (and only used) with `config["conditional"]`, which builds a
         `keras_vae.ConditionalVAE`, or `config["labels"]`, a
         `keras_vae.SemiSupervisedVAE` with alpha = 0.1 x labels (see `num_classes_of`).
+      table: the `keras_vae.tables.Table` of a table run (`load_table`), with
+        `x_train` its training split `[N, D]` (user units, NaN = missing), whose
+        observed values give the standardisation statistics. The config's
+        `likelihood` does not apply to a table (a note says so if it was changed).
 
     Returns:
       the compiled model.
@@ -115,10 +173,32 @@ def build_model(config, data_shape, num_classes=None):
     from keras_vae import networks
 
     data_shape = tuple(data_shape)
-    _check_resources(config, data_shape)
+    if table is not None:
+        _check_table_config(config)
+        if x_train is None or tuple(data_shape) != (len(table.columns),):
+            raise ValueError(f"A table model needs the training split x_train of shape "
+                             f"(N, {len(table.columns)}). Received: data_shape={data_shape}")
+        if config["likelihood"] != "bernoulli":
+            import warnings
+
+            from keras_vae.validation import KerasVAEWarning
+            warnings.warn(f"--likelihood {config['likelihood']} does not apply to a .csv "
+                          "table: its likelihood is the mixed-type table likelihood "
+                          "(Gaussian / Bernoulli / categorical per column)", KerasVAEWarning,
+                          stacklevel=2)
+        params = sum({"numeric": 2, "binary": 1}.get(k, c)
+                     for k, c in zip(table.kinds, table.num_categories))
+        _check_resources(config, data_shape, likelihood_params=params)
+    else:
+        _check_resources(config, data_shape)
     keras.utils.set_random_seed(config["seed"])
     hidden = tuple(config["hidden"])
-    if config.get("latent_dims"):  # stacked stochastic layers (config checks the rest)
+    if table is not None:
+        encoder, decoder = _table_networks(config, table, x_train)
+        model = model_lib.VAE(encoder, decoder, prior=config["prior"], beta=config["beta"],
+                              num_samples=config["num_samples"], objective=config["objective"],
+                              free_bits=config["free_bits"], seed=config["seed"])
+    elif config.get("latent_dims"):  # stacked stochastic layers (config checks the rest)
         from keras_vae import config as config_lib
         from keras_vae.hierarchical import HierarchicalVAE
         default = list(config_lib.defaults()["hidden"])
@@ -184,9 +264,41 @@ def load_data(config):
     evaluation scores the same bits.
     """
     from keras_vae import data
+    if is_table(config):
+        return _load_table_data(config)
     (x_train, y_train), (x_test, y_test) = data.load(
         config["data"], binarize=config["binarize"], data_dir=config["data_dir"],
         seed=config["seed"])
     if config["binarize"] == "dynamic":  # evaluate on one fixed binarization
         x_test = data.binarize_static(x_test, seed=config["seed"] + 1)
     return (x_train, y_train), (x_test, y_test)
+
+
+def _load_table_data(config):
+    """The split of a table run: with an objective not in `MISSING_AWARE_OBJECTIVES`, only the
+    complete rows (a note gives the counts); refused when no complete row is left."""
+    from keras_vae import data
+    if config["binarize"] is not None:
+        raise ValueError("--binarize applies to [0, 1] images, not to a .csv table. "
+                         f"Received: binarize={config['binarize']!r}, data={config['data']!r}")
+    (x_train, _), (x_test, _) = data.load(
+        config["data"], seed=config["seed"], categorical=config.get("categorical") or (),
+        numeric=config.get("numeric") or ())
+    if config["objective"] in MISSING_AWARE_OBJECTIVES:
+        return (x_train, None), (x_test, None)
+    keep = [np.isfinite(x).all(axis=1) for x in (x_train, x_test)]
+    dropped = sum(int((~k).sum()) for k in keep)
+    if not keep[0].any() or not keep[1].any():
+        part = "training" if not keep[0].any() else "test"
+        raise ValueError(
+            f"{config['data']}: no {part} row is complete, and the objective "
+            f"{config['objective']!r} trains on complete rows only; train on the rows with "
+            f"missing values with --objective miwae. Received: {dropped} incomplete rows")
+    if dropped:
+        import warnings
+
+        from keras_vae.validation import KerasVAEWarning
+        warnings.warn(f"{config['data']}: {dropped} rows with missing values left out (the "
+                      f"objective {config['objective']!r} trains on complete rows; "
+                      f"--objective miwae uses them)", KerasVAEWarning, stacklevel=2)
+    return (x_train[keep[0]], None), (x_test[keep[1]], None)

@@ -5,6 +5,8 @@
     keras-vae sample RUN_DIR [-n N] [--seed S] [--label C] [--out F]    draw from the prior
     keras-vae plot RUN_DIR                                  redraw the pictures
     keras-vae export RUN_DIR --out DIR [--version N] [--tflite ...]
+    keras-vae impute RUN_DIR --data holes.csv --out filled.csv [--multiple M]   fill a table
+    keras-vae score RUN_DIR --data rows.csv --out scores.csv [--num-samples K]   anomaly scores
 
 Errors print one line on stderr and exit with code 2 (`--debug` shows the
 traceback); a run that diverged or ran out of disk space during training exits 1.
@@ -125,6 +127,24 @@ def build_parser():
     p.add_argument("--tflite", type=_csv,
                    help="variants, e.g. float32,int8, or none (default: the run's config)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p = sub.add_parser("impute", help="fill the missing cells of a CSV table (a table run)",
+                       description="Fill the empty / NaN cells of a CSV with the same columns "
+                                   "as the run's table; observed cells are kept as they are.")
+    _common(p)
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="CSV with missing cells")
+    p.add_argument("--out", required=True, help="CSV to write (never the input)")
+    p.add_argument("--multiple", type=int, help="write M imputed copies (multiple imputation)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p = sub.add_parser("score", help="anomaly scores (-log p(x), nats) of the rows of a CSV")
+    _common(p)
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="CSV with the run's columns")
+    p.add_argument("--out", required=True, help="CSV of row,score to write (never the input)")
+    p.add_argument("--num-samples", type=int, default=100, help="importance samples K")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
 
 
@@ -156,6 +176,15 @@ def _run(args, verbose):
     elif args.command == "plot":
         for path in runs.plot_run(args.run_dir):
             print(path)
+    elif args.command == "impute":
+        filled = runs.impute_run(args.run_dir, args.data, args.out, multiple=args.multiple,
+                                 overwrite=args.overwrite, seed=args.seed)
+        copies = f"{args.multiple} imputed copies of " if args.multiple else ""
+        print(f"{copies}{filled.shape[-2]} rows written to {args.out}")
+    elif args.command == "score":
+        scores = runs.score_run(args.run_dir, args.data, args.out, args.num_samples,
+                                overwrite=args.overwrite, seed=args.seed)
+        print(f"{len(scores)} scores (-log p(x), nats) written to {args.out}")
     elif args.command == "export":
         report = runs.export_run(args.run_dir, args.out, args.version, args.tflite,
                                  args.overwrite)

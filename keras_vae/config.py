@@ -82,7 +82,8 @@ class Option:
       default: its default value.
       kind: "str", "int", "count" (int >= 0), "float", "nonneg" (float >= 0),
         "fraction", "bool", "choice", "ints" (list of positive ints), "choices"
-        (list of distinct choices), "seed" or "auto_bool" (true, false, "auto").
+        (list of distinct choices), "names" (list of distinct non-empty strings),
+        "seed" or "auto_bool" (true, false, "auto").
       group: "data", "model", "training" or "outputs" (the `--help` sections).
       help: one line for `--help`.
       choices: a tuple, or a function returning one (read from a registry).
@@ -114,7 +115,12 @@ class Option:
 OPTIONS = (
     # data
     Option("data", "digits", "str", "data",
-           "digits (default), fashion_mnist, mnist, a .npz/.npy file or an image folder"),
+           "digits (default), fashion_mnist, mnist, a .npz/.npy file, a .csv table or an "
+           "image folder"),
+    Option("categorical", [], "names", "data",
+           "columns of a .csv table to model as categorical, e.g. colour,ward (others inferred)"),
+    Option("numeric", [], "names", "data",
+           "two-valued columns of a .csv table to model as numeric, not binary"),
     Option("data_dir", None, "str", "data", "folder with the IDX/NPZ files of fashion_mnist/mnist",
            nullable=True, resumable=True),
     Option("binarize", None, "choice", "data", "binarize [0, 1] data: static or dynamic",
@@ -215,9 +221,14 @@ def _check(option, value):
         if value == "auto" or isinstance(value, bool):
             return value
         raise ValueError(f"`{key}` must be true, false or \"auto\". Received: {key}={value!r}")
-    if kind in ("ints", "choices"):
+    if kind in ("ints", "choices", "names"):
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"`{key}` must be a list. Received: {key}={value!r}")
+        if kind == "names":
+            if not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+                raise ValueError(f"`{key}` must list distinct, non-empty column names. "
+                                 f"Received: {key}={value!r}")
+            return list(value)
         if kind == "ints":
             if not value:
                 raise ValueError(f"`{key}` must list at least one width. Received: {key}=[]")
@@ -255,6 +266,10 @@ def validate(config):
                              f"Received: model='vae', {key}=True")
     if out["latent_dims"] is not None:
         _check_latent_dims(config, out)
+    for key in ("categorical", "numeric"):
+        if out[key] and not out["data"].lower().endswith(".csv"):
+            raise ValueError(f"`{key}` declares columns of a .csv table. "
+                             f"Received: data={out['data']!r}, {key}={out[key]!r}")
     if out["model"] != "vae" and out["objective"] != "elbo":
         raise ValueError("Autoencoders train on -log p(x|z) only; the objective applies to "
                          f"VAEs. Received: model={out['model']!r}, "
@@ -352,6 +367,15 @@ def _flag_value(option):
                 raise argparse.ArgumentTypeError(
                     f"expected comma-separated integers such as 256,128; received {text!r}"
                 ) from None
+        if option.kind == "names":
+            if text.strip().lower() == "none":
+                return []
+            try:
+                return _items(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected comma-separated column names such as colour,ward; received "
+                    f"{text!r}") from None
         if option.kind == "choices":
             if text.strip().lower() == "none":
                 return []
@@ -377,7 +401,7 @@ def add_arguments(parser):
         group = groups[option.group]
         default = option.default
         if isinstance(default, list):
-            default = ",".join(str(d) for d in default)
+            default = ",".join(str(d) for d in default) or "none"
         text = f"{option.help} [default: {'none' if default is None else default}]"
         if option.kind in ("bool", "auto_bool"):
             group.add_argument(option.flag, dest=option.key, default=_UNSET,

@@ -19,9 +19,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import sources, validation
+from keras_vae import sources, tables, validation
 
-__all__ = ["load", "make_dataset", "binarize_static"]
+__all__ = ["load", "read_table", "make_dataset", "binarize_static"]
 
 KNOWN_NAMES = ("digits", "fashion_mnist", "mnist")
 _BINARIZE_MODES = (None, "static", "dynamic")
@@ -29,8 +29,48 @@ _DIGITS_TEST_SIZE = 300
 _DEFAULT_SPLIT = 0.1
 
 
+def read_table(path, *, categorical=(), numeric=()):
+    """Reads a CSV table: its columns, their kinds and categories, and its values.
+
+    The one table reader (`load` uses it for `.csv` paths). The file is read
+    strictly by `keras_vae.sources.read_csv` (a header row of distinct names,
+    then rows with one cell per column, at most 256 MiB); the kinds are
+    inferred as `keras_vae.tables` states: a column of numbers is numeric, or
+    binary when it takes exactly two values; a column of text is categorical;
+    `categorical=` and `numeric=` override the inference. Empty cells and
+    `NaN` are missing.
+
+    Args:
+      path: a `.csv` file.
+      categorical: column names to treat as categorical (codes 0..K-1).
+      numeric: two-valued number columns to keep numeric (not binary).
+
+    Returns:
+      a `keras_vae.tables.Table`: `.columns`, `.kinds`, `.categories`, and
+      `.x` float32 `[N, D]` in the file's units (codes for categorical
+      columns), NaN where missing.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: a broken table (ragged rows, text in a numeric column, a
+        column with no value, no rows, no header, duplicate names, too large);
+        the message names the row or column.
+
+    Example:
+
+    >>> t = read_table("patients.csv", categorical=("ward",))
+    >>> t.columns, t.kinds, t.x.shape
+    """
+    key = os.fspath(path)
+    if not os.path.isfile(key):
+        raise FileNotFoundError(f"No such file: {key}. Received: path={key!r}")
+    header, rows = sources.read_csv(key)
+    return tables.Table.from_cells(header, rows, categorical=categorical, numeric=numeric,
+                                   source=key)
+
+
 def load(name_or_path="digits", *, binarize=None, data_dir=None, download=True,
-         validation_split=None, seed=0):
+         validation_split=None, seed=0, categorical=(), numeric=()):
     """Loads a data set as `(x_train, y_train), (x_test, y_test)`.
 
     Integer data is treated as pixels (0..255; digits 0..16) and scaled to
@@ -59,10 +99,14 @@ def load(name_or_path="digits", *, binarize=None, data_dir=None, download=True,
             digits, 0.1 otherwise.
         seed: non-negative int; seeds the split permutation
             (`np.random.default_rng(seed)`) and static binarization.
+        categorical, numeric: for a `.csv` table, column names whose kind is
+            declared rather than inferred (see `read_table`).
 
     Returns:
         `(x_train, y_train), (x_test, y_test)`: float32 arrays `(N, H, W, C)`
-        or `(N, D)` and int64 labels `(N,)` or `None`.
+        or `(N, D)` and int64 labels `(N,)` or `None`. A `.csv` table gives
+        `(N, D)` in the file's units with NaN where a cell is missing, codes
+        for categorical columns, and no labels (`read_table` has the columns).
 
     Raises:
         ValueError: unknown name, bad argument, corrupt file, mixed image
@@ -91,6 +135,15 @@ def load(name_or_path="digits", *, binarize=None, data_dir=None, download=True,
     fraction, divisor = validation_split or _DEFAULT_SPLIT, None
     if validation_split is not None and key in ("fashion_mnist", "mnist"):
         raise _own_split_error(key, validation_split)
+    if (categorical or numeric) and not key.lower().endswith(".csv"):
+        raise ValueError("`categorical` and `numeric` declare columns of a .csv table. "
+                         f"Received: name_or_path={key!r}")
+    if os.path.isfile(key) and key.lower().endswith(".csv"):
+        if binarize is not None:
+            raise ValueError("binarize applies to [0, 1] images, not to a table. "
+                             f"Received: binarize={binarize!r}, name_or_path={key!r}")
+        table = read_table(key, categorical=categorical, numeric=numeric)
+        return _split(table.x, None, seed, fraction)
     if key == "digits":
         x, y = sources.load_digits()
         split, divisor = _split(x, y, seed, validation_split or _DIGITS_TEST_SIZE / len(x)), 16
@@ -111,9 +164,9 @@ def load(name_or_path="digits", *, binarize=None, data_dir=None, download=True,
             raise ValueError(f"{key} holds no x_train/x_test or x array; found keys "
                              f"{sorted(arrays)}. Received: name_or_path={key!r}")
     elif os.path.isfile(key) or not ("/" in key or os.sep in key
-                                     or key.lower().endswith((".npz", ".npy"))):
-        raise ValueError(f"Expected one of {KNOWN_NAMES}, a .npz/.npy file or an image "
-                         f"folder. Received: name_or_path={key!r}")
+                                     or key.lower().endswith((".npz", ".npy", ".csv"))):
+        raise ValueError(f"Expected one of {KNOWN_NAMES}, a .npz/.npy file, a .csv table or "
+                         f"an image folder. Received: name_or_path={key!r}")
     else:
         raise FileNotFoundError(f"No such file or folder: {key}. Received: name_or_path={key!r}")
     return _finish(split, key, divisor, binarize, seed)

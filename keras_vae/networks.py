@@ -28,6 +28,7 @@ __all__ = [
     "ConvDecoder",
     "Encoder",
     "Decoder",
+    "Standardization",
     "hidden_widths",
     "check_activation",
 ]
@@ -177,16 +178,109 @@ def _with_condition(h, condition):
     return tf.concat([h, tf.cast(condition, h.dtype)], axis=-1)
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Standardization(keras.layers.Layer):
+    """Per-column standardisation `(x - shift) / scale`, a missing (NaN) entry becoming 0.
+
+    The statistics are non-trainable weights, so they are saved in the
+    `.keras` file and exported with the model; a model whose encoder holds
+    this layer takes data in the user's units. Learn them with `adapt(x)`
+    (mean and standard deviation of the observed values of each column) or
+    pass them in.
+
+    #### Mathematical details
+
+    ```none
+    out_j = (x_j - shift_j) / scale_j   where x_j is observed,   0 where x_j is NaN
+    ```
+
+    Args:
+      num_columns: D.
+      shift, scale: optional float arrays `[D]` (scale > 0); default 0 and 1.
+
+    Call arguments:
+      x: float tensor `[B, D]` (NaN = missing).
+
+    Returns:
+      float32 `[B, D]`, finite.
+    """
+
+    def __init__(self, num_columns, shift=None, scale=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_columns = validation.positive_int("num_columns", num_columns)
+        self._initial = [None if v is None else self._column_values(n, v)
+                         for n, v in (("shift", shift), ("scale", scale))]
+        if self._initial[1] is not None and not (self._initial[1] > 0).all():
+            raise ValueError(f"`scale` must be positive. Received: scale={scale!r}")
+
+    def _column_values(self, name, value):
+        value = np.asarray(value, np.float32)
+        if value.shape != (self.num_columns,) or not np.isfinite(value).all():
+            raise ValueError(f"`{name}` must hold {self.num_columns} finite numbers. "
+                             f"Received: {name} of shape {value.shape}")
+        return value
+
+    def build(self, input_shape=None):
+        if self.built:  # deserialized with its build config, then built by its owner
+            return
+        shift, scale = self._initial
+        self.shift = self.add_weight(
+            name="shift", shape=(self.num_columns,), trainable=False, dtype="float32",
+            initializer="zeros" if shift is None else keras.initializers.Constant(shift))
+        self.scale = self.add_weight(
+            name="scale", shape=(self.num_columns,), trainable=False, dtype="float32",
+            initializer="ones" if scale is None else keras.initializers.Constant(scale))
+        self.built = True
+
+    def adapt(self, x):
+        """Sets shift and scale to each column's observed mean and standard deviation (a
+        deviation of 0 becomes 1)."""
+        x = np.asarray(x, np.float64).reshape(-1, self.num_columns)
+        observed = np.isfinite(x)
+        if not observed.any(axis=0).all():
+            raise ValueError("Every column needs an observed value to adapt to. Received: "
+                             f"columns {np.flatnonzero(~observed.any(axis=0)).tolist()} all NaN")
+        count = observed.sum(0)
+        mean = np.where(observed, x, 0).sum(0) / count
+        std = np.sqrt(np.where(observed, (x - mean) ** 2, 0).sum(0) / count)
+        if not self.built:
+            self.build()
+        self.shift.assign(mean.astype(np.float32))
+        self.scale.assign(np.where(std > 0, std, 1.0).astype(np.float32))
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        missing = tf.math.is_nan(x)
+        out = (tf.where(missing, tf.zeros_like(x), x) - self.shift) / self.scale
+        return tf.where(missing, tf.zeros_like(out), out)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_columns": self.num_columns}
+
+
 class Encoder(keras.layers.Layer):
     """Base of the encoders: posterior head, input checks, config.
 
     Subclasses define `_build_body(data_shape)` and `_body(x, training)`, the
-    latter returning `head.params_size()` numbers per example.
+    latter returning `head.params_size()` numbers per example. With
+    `standardize` (a `Standardization` layer, for vector data `[B, D]`) the
+    input is standardised first, so the encoder takes data in the user's
+    units; `missing_fill` is then the per-column shift (a missing entry filled
+    with it becomes 0 after standardising), else 0.0.
     """
 
     def __init__(self, latent_dim, posterior="diagonal", min_scale=1e-4, condition_dim=None,
-                 **kwargs):
+                 standardize=None, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(standardize, dict):
+            standardize = keras.saving.deserialize_keras_object(standardize)
+        if standardize is not None and not isinstance(standardize, Standardization):
+            raise TypeError("`standardize` must be a keras_vae.networks.Standardization layer "
+                            f"or None. Received: standardize={standardize!r}")
+        self.standardize = standardize
         self.latent_dim = validation.positive_int("latent_dim", latent_dim)
         self._posterior_id = _deserialize_head(posterior)
         self.head = dists.get_posterior(self._posterior_id, self.latent_dim,
@@ -203,6 +297,14 @@ class Encoder(keras.layers.Layer):
                 f"axis. Received: input_shape={input_shape}"
             )
         self.input_spec_shape = tuple(int(d) for d in input_shape[1:])
+        if self.standardize is not None:
+            if self.input_spec_shape != (self.standardize.num_columns,):
+                raise ValueError(
+                    f"The encoder standardises {self.standardize.num_columns} columns; it "
+                    f"needs data of shape (N, {self.standardize.num_columns}). Received: "
+                    f"input_shape={input_shape}")
+            if not self.standardize.built:
+                self.standardize.build((None, self.standardize.num_columns))
         self._build_body(self.input_spec_shape)
         self.head.build((None, self.head.params_size()))
         self.built = True
@@ -218,13 +320,27 @@ class Encoder(keras.layers.Layer):
         """
         _set_condition(self, condition_dim)
 
+    @property
+    def missing_fill(self):
+        """What a missing input entry is filled with before the encoder sees it: the
+        standardisation's shift `[D]` (0 after standardising), or 0.0."""
+        if self.standardize is None:
+            return 0.0
+        if not self.standardize.built:
+            self.standardize.build((None, self.standardize.num_columns))
+        return keras.ops.convert_to_numpy(self.standardize.shift)
+
     def call(self, x, condition=None, training=None):
+        if self.standardize is not None:
+            x = self.standardize(x)
         return self.head(self._body(x, training, _condition_input(self, condition)))
 
     def get_config(self):
         config = {**super().get_config(), "latent_dim": self.latent_dim,
                   "posterior": _serialize_head(self.head, self._posterior_id),
                   "min_scale": self.min_scale}
+        if self.standardize is not None:  # configs without it stay as they were
+            config["standardize"] = keras.saving.serialize_keras_object(self.standardize)
         if self.condition_dim:  # unconditional configs stay as they were
             config["condition_dim"] = self.condition_dim
         return config

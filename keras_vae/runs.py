@@ -43,11 +43,19 @@ import tensorflow as tf
 
 from keras_vae import config as config_schema
 from keras_vae import files
-from keras_vae.build import build_model, label_subset, load_data, num_classes_of
+from keras_vae.build import (
+    build_model,
+    is_table,
+    label_subset,
+    load_data,
+    load_table,
+    num_classes_of,
+)
 from keras_vae.files import atomic_write, save_model
 
 __all__ = ["DEFAULTS", "requested_config", "resolve_config", "build_model", "train",
-           "load_run", "load_data", "evaluate_run", "plot_run", "export_run", "sample_run"]
+           "load_run", "load_data", "evaluate_run", "plot_run", "export_run", "sample_run",
+           "impute_run", "score_run", "impute_rows", "score_rows"]
 
 # The defaults of every config key, derived from the schema in keras_vae/config.py.
 DEFAULTS = config_schema.defaults()
@@ -421,12 +429,15 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
         for flag, bad in (("--resume", resume), ("--tensorboard", config["tensorboard"]),
                           ("--stacked", config["stacked"]),
                           ("--conditional", config["conditional"]),
-                          ("--labels", config["labels"] is not None)):
+                          ("--labels", config["labels"] is not None),
+                          ("a .csv table (--data)", is_table(config))):
             if bad:
                 raise ValueError(f"{flag} is not available with --workers (multi-worker "
                                  f"training). Received: workers={workers}, {flag}")
     # Everything that can refuse the job runs before the folder is created or changed.
-    (x_train, y_train), (x_test, y_test) = load_data(config)
+    with _notes(verbose):  # a table's left-out incomplete rows: one note line
+        (x_train, y_train), (x_test, y_test) = load_data(config)
+        table = load_table(config)
     if (config["conditional"] or config["labels"] is not None) and config["tensorboard"]:
         raise ValueError("--tensorboard is not available with --conditional or --labels yet. "
                          f"Received: conditional={config['conditional']}, "
@@ -437,7 +448,9 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
     num_classes = num_classes_of(config, y_train, y_test)
     if config["labels"] is not None:  # the run trains on N labels, the rest -1
         y_train = label_subset(y_train, config["labels"], num_classes, config["seed"])
-    model = build_model(config, x_train.shape[1:], num_classes)
+    with _notes(verbose):
+        model = build_model(config, x_train.shape[1:], num_classes, table=table,
+                            x_train=x_train)
     head = model.decoder.head
     validation.check_data(x_train, model.data_shape, head, name="training data")
     validation.check_data(x_test, model.data_shape, head, name="test data")
@@ -523,7 +536,11 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
         progress.set("evaluating")
         metrics = _evaluate(model, config, x_test, y_test)
         _write_json(os.path.join(run_dir, "metrics.json"), metrics)
-        if config["plots"]:
+        if config["plots"] and is_table(config):
+            if verbose:
+                print("note: no pictures for a .csv table (they show images); "
+                      "metrics.json has the numbers", file=sys.stderr, flush=True)
+        elif config["plots"]:
             progress.set("plotting")
             _plot(model, x_test, y_test, run_dir, history, config["seed"])
         if config["export"]:
@@ -718,6 +735,10 @@ def evaluate_run(run_dir, num_samples=None):
 def plot_run(run_dir):
     """(Re)draws every picture of a run into `run_dir/plots`; returns the paths."""
     model, config = load_run(run_dir)
+    if is_table(config):
+        raise ValueError(f"{run_dir!r} was trained on a .csv table; its pictures would show "
+                         "images, so there are none (metrics.json has the numbers). "
+                         f"Received: run_dir={run_dir!r}, data={config['data']!r}")
     _, (x_test, y_test) = load_data(config)
     history = None
     if os.path.lexists(os.path.join(run_dir, "history.json")):
@@ -831,3 +852,138 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False, label
         else:
             raise ValueError(f"`out` must end in .npy or .png. Received: out={out!r}")
     return samples
+
+
+# ------------------------------------------------------------ tables: impute and score
+
+def impute_rows(model, x, multiple=None, seed=0):
+    """The imputation behind `keras-vae impute`: the one place to switch methods.
+
+    Today: `keras_vae.impute(model, x, mask, method="mean")` (encode/decode
+    fixed point, observed values clamped, missing ones starting at the column
+    means), and for `multiple=M` M pseudo-Gibbs chains (`method="pseudo_gibbs"`,
+    seeds `seed..seed+M-1`). With the MIWAE imputation available this becomes
+    `keras_vae.impute(model, x, num_samples=L, method="importance")` (and
+    `method="multiple"`).
+
+    Args:
+      x: float32 `[N, D]`, NaN = missing (user units).
+      multiple: None, or M >= 1 imputed copies.
+
+    Returns:
+      `[N, D]`, or `[M, N, D]` with `multiple`; every observed entry unchanged.
+    """
+    from keras_vae.applications import impute
+    mask = np.isfinite(x)
+    start = np.where(mask, x, _start_values(model, x)[None]).astype(np.float32)
+    if multiple is None:
+        return impute(model, start, mask, method="mean", init=start)
+    return np.stack([impute(model, start, mask, method="pseudo_gibbs", seed=seed + i,
+                            init=start) for i in range(multiple)])
+
+
+def _start_values(model, x):
+    """Per column, where the chains start: the observed mean of a numeric column, the most
+    frequent observed value of a binary or categorical one (a valid value or code)."""
+    kinds = getattr(model.decoder.head, "kinds", ("numeric",) * x.shape[1])
+    out = np.zeros(x.shape[1], np.float32)
+    for j, kind in enumerate(kinds):
+        col = x[:, j][np.isfinite(x[:, j])]
+        if not col.size:  # nothing observed in these rows: the training mean, low, code 0
+            shift = keras.ops.convert_to_numpy(model.decoder.head.shift) if hasattr(
+                model.decoder.head, "shift") else np.zeros(x.shape[1])
+            out[j] = shift[j]
+        elif kind == "numeric":
+            out[j] = col.mean()
+        else:
+            values, counts = np.unique(col, return_counts=True)
+            out[j] = values[np.argmax(counts)]
+    return out
+
+
+def score_rows(model, x, num_samples=100, seed=0):
+    """The anomaly score behind `keras-vae score`: -log p(x) per row (nats, IWAE with K =
+    `num_samples`), `keras_vae.anomaly_scores(method="nll")`."""
+    from keras_vae.applications import anomaly_scores
+    return anomaly_scores(model, x, method="nll", num_samples=num_samples, seed=seed)
+
+
+def _check_table_out(out, data, overwrite):
+    """`out` is a new .csv file (or `overwrite`), never the input file itself."""
+    files.check_path(out, "out")
+    if not str(out).lower().endswith(".csv"):
+        raise ValueError(f"`out` must name a .csv file. Received: out={out!r}")
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"{out!r} is a folder; name a .csv file. Received: out={out!r}")
+    same = os.path.realpath(out) == os.path.realpath(data) or (
+        os.path.exists(out) and os.path.exists(data) and os.path.samefile(out, data))
+    if same:
+        raise ValueError("`out` is the input file (directly or through a link); keras-vae never "
+                         f"writes over its input. Received: out={out!r}, data={data!r}")
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it. "
+                              f"Received: out={out!r}")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"The folder of `out` does not exist: {parent!r}. "
+                                f"Received: out={out!r}")
+
+
+def _table_input(run_dir, data):
+    """`(model, table, header, rows, x)` of a table run and a CSV of rows to work on."""
+    from keras_vae import sources, tables
+    files.check_path(data, "data")
+    if not os.path.isfile(data):
+        raise FileNotFoundError(f"No such file: {data!r}. Received: data={data!r}")
+    model, _ = load_run(run_dir)
+    description = getattr(getattr(model.decoder, "head", None), "table", None)
+    if not description:
+        raise ValueError(f"{run_dir!r} was not trained on a .csv table (train with --data "
+                         f"table.csv). Received: run_dir={run_dir!r}")
+    table = tables.Table.from_description(description, source=data)
+    header, rows = sources.read_csv(data)
+    return model, table, header, rows, table.encode(header, rows, source=data)
+
+
+def impute_run(run_dir, data, out, multiple=None, overwrite=False, seed=0):
+    """Fills the empty / NaN cells of the CSV `data` with a table run's model into `out`.
+
+    `out` gets the same header and rows, the observed cells exactly as they
+    were and the missing ones imputed in the table's units (category texts for
+    categorical columns, one of the two values for binary ones). With
+    `multiple=M` it holds M imputed copies one after the other, with a first
+    column `imputation` (1..M). Written atomically; never over `data`, never
+    over an existing file without `overwrite`.
+
+    Returns:
+      the imputed values, `[N, D]` or `[M, N, D]`.
+    """
+    from keras_vae import sources, validation
+    if multiple is not None:
+        multiple = validation.positive_int("multiple", multiple, maximum=1000)
+    _check_table_out(out, data, overwrite)
+    model, table, header, rows, x = _table_input(run_dir, data)
+    filled = impute_rows(model, x, multiple=multiple, seed=seed)
+    if multiple is None:
+        text = sources.csv_text(header, table.decode(filled, cells=rows))
+    else:
+        copies = [(str(m + 1),) + r for m in range(multiple)
+                  for r in table.decode(filled[m], cells=rows)]
+        text = sources.csv_text(("imputation",) + tuple(header), copies)
+    _check_table_out(out, data, overwrite)  # again, just before writing
+    atomic_write(out, text)
+    return filled
+
+
+def score_run(run_dir, data, out, num_samples=100, overwrite=False, seed=0):
+    """Writes `row,score` (data row from 1, -log p(x) in nats) for each row of `data` to `out`."""
+    from keras_vae import sources, validation
+    num_samples = validation.positive_int("num_samples", num_samples, maximum=100_000)
+    _check_table_out(out, data, overwrite)
+    model, _, _, _, x = _table_input(run_dir, data)
+    scores = score_rows(model, x, num_samples=num_samples, seed=seed)
+    text = sources.csv_text(("row", "score"), [(str(i + 1), repr(float(v)))
+                                               for i, v in enumerate(scores)])
+    _check_table_out(out, data, overwrite)
+    atomic_write(out, text)
+    return scores

@@ -6,13 +6,17 @@
   subfolder per class;
 - `read_idx` / `load_idx_data_set`: MNIST-style IDX files (gzipped or not),
   looked up in `data_dir`, `/usr/share/datasets/<name>/` (Debian's
-  `dataset-fashion-mnist`), the Keras cache, and only then `keras.datasets`.
+  `dataset-fashion-mnist`), the Keras cache, and only then `keras.datasets`;
+- `read_csv` / `csv_text`: CSV tables (header row, then one row per example)
+  as text cells, strictly: what the cells mean is `keras_vae.tables`' concern.
 
 Every reader turns a broken file into a ValueError naming the path and what
 was wrong.
 """
 
+import csv
 import gzip
+import io
 import math
 import os
 import struct
@@ -22,7 +26,8 @@ import zlib
 import keras
 import numpy as np
 
-__all__ = ["load_digits", "read_numpy", "read_image_folder", "read_idx", "load_idx_data_set"]
+__all__ = ["load_digits", "read_numpy", "read_image_folder", "read_idx", "load_idx_data_set",
+           "read_csv", "csv_text", "MAX_CSV_BYTES"]
 
 _SYSTEM_DATA_DIR = "/usr/share/datasets"
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -238,3 +243,95 @@ def load_idx_data_set(name, data_dir, download):
     except Exception as e:  # Any download/extraction failure ends in the same advice.
         raise FileNotFoundError(f"{message}\nDownloading with keras.datasets.{name}.load_data() "
                                 f"failed: {type(e).__name__}: {e}") from e
+
+
+# Largest CSV file read (a table of that size is far beyond what an MLP VAE here trains on).
+MAX_CSV_BYTES = 256 * 2 ** 20
+
+
+def read_csv(path, max_bytes=None):
+    """Reads a CSV table strictly: `(header, rows)`, every cell a stripped string.
+
+    The first row is the header (column names: non-empty, distinct); every
+    other row must have as many cells as the header (blank lines are
+    skipped). Parsed with the standard library's `csv` module (RFC 4180
+    quoting, `,` separator), UTF-8 (a byte-order mark is dropped).
+
+    Args:
+      path: a `.csv` file.
+      max_bytes: largest file size read (default `MAX_CSV_BYTES`, 256 MiB).
+
+    Returns:
+      `(header, rows)`: a tuple of N column names and a list of rows, each a
+      tuple of D strings (an empty string is an empty cell).
+
+    Raises:
+      ValueError: a file larger than `max_bytes`, not UTF-8 text, not CSV
+        (e.g. an unterminated quote), no header, an empty or duplicate column
+        name, a row with another number of cells (named by its line), or no
+        data rows. The message names the path.
+    """
+    limit = MAX_CSV_BYTES if max_bytes is None else max_bytes
+    where = f"Received: name_or_path={path!r}"
+    size = os.path.getsize(path)
+    if size > limit:
+        raise ValueError(f"{path} has {_gib(size)}; keras_vae reads CSV tables up to "
+                         f"{_gib(limit)}. {where}")
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e}). {where}") from None
+    except OSError as e:
+        raise ValueError(f"Could not read {path} ({e}). {where}") from e
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header, rows = None, []
+    try:
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields) and len(fields) == 1:
+                continue  # a blank line
+            fields = tuple(f.strip() for f in fields)
+            if header is None:
+                header = fields
+                _check_header(header, path, where)
+            elif len(fields) != len(header):
+                raise ValueError(f"{path}, line {reader.line_num}: {len(fields)} cells, but the "
+                                 f"header has {len(header)} columns (a ragged row). {where}")
+            else:
+                rows.append(fields)
+    except csv.Error as e:
+        raise ValueError(f"{path}, line {reader.line_num}: not valid CSV ({e}). {where}") from None
+    if header is None:
+        raise ValueError(f"{path} is empty: expected a header row of column names, then one "
+                         f"row per example. {where}")
+    if not rows:
+        raise ValueError(f"{path} has a header but no data rows. {where}")
+    return header, rows
+
+
+def _check_header(header, path, where):
+    for i, name in enumerate(header):
+        if not name:
+            raise ValueError(f"{path}, line 1 (the header): column {i + 1} has no name; "
+                             f"expected a header row of column names. {where}")
+        try:
+            float(name)
+        except ValueError:
+            continue
+        raise ValueError(f"{path}, line 1: expected a header row of column names, found the "
+                         f"number {name!r} in column {i + 1} (is the header missing?). {where}")
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise ValueError(f"{path}, line 1 (the header): the column name {name!r} appears "
+                             f"twice; column names must be distinct. {where}")
+        seen.add(name)
+
+
+def csv_text(header, rows):
+    """The CSV text (`\\n` line ends, minimal quoting) of a header and rows of strings."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
