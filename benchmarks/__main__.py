@@ -8,6 +8,8 @@ conv        the Keras example's conv VAE: keras_vae vs plain TF vs the example's
 loglik      kv.log_likelihood K=5000 vs its FLOP floor
 export      artifact sizes, decoder latency at batch 1/256 per runtime
 quality     test log p(x) after a fixed budget: ELBO vs IWAE K=5 vs IWAE K=50
+parity      kv.VAE vs a plain-TF implementation of the IWAE paper's recipe, ablated one
+            factor at a time over seeds (benchmarks/parity.py)
 ```
 
 Everything runs in this one process; contestants are interleaved round by
@@ -23,7 +25,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SUITES = ("throughput", "conv", "loglik", "export", "quality")
+SUITES = ("throughput", "conv", "loglik", "export", "quality", "parity")
 DEFAULT = ("throughput", "conv", "loglik", "export")
 
 
@@ -46,6 +48,11 @@ def _parser():
                    help="quality: 'paper' is the IWAE paper's 3,280-pass schedule (days)")
     p.add_argument("--save-dir", help="quality: save the trained models here (.keras + .json)")
     p.add_argument("--load-dir", help="quality: evaluate the models saved here, no training")
+    p.add_argument("--seeds", type=int, default=3, help="parity: seeds 0..N-1 (interleaved)")
+    p.add_argument("--arms", help="parity: comma-separated arms (default: all; see parity.py)")
+    p.add_argument("--parity-epochs", type=int, default=10, help="parity: passes per arm")
+    p.add_argument("--parity-eval-n", type=int, default=1000,
+                   help="parity: test images for log p(x)")
     p.add_argument("--write", metavar="PATH", help="update these results' sections in PATH")
     return p
 
@@ -59,8 +66,9 @@ def main(argv=None):
     suites = list(args.suites or DEFAULT)
     if "all" in suites:
         suites = list(SUITES)
-    if args.quick and "quality" in suites and "quality" not in args.suites:
-        suites.remove("quality")  # `all --quick`; named explicitly it runs with its own budget
+    for slow in ("quality", "parity"):
+        if args.quick and slow in suites and slow not in args.suites:
+            suites.remove(slow)  # `all --quick`; named explicitly it runs with its own budget
     rounds = args.rounds or (3 if args.quick else 12)
     seconds = args.seconds or (0.4 if args.quick else 1.0)
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -122,6 +130,23 @@ def main(argv=None):
                                          log=log)
         emit("quality", "Quality on dynamically binarized Fashion-MNIST",
              report.quality_table(rows))
+
+    if "parity" in suites:
+        import json
+
+        from benchmarks import parity
+
+        def on_run(run):  # one JSON line per finished run: an interrupted run keeps its seeds
+            print("parity-run " + json.dumps({k: v for k, v in run.items() if k[0] != "_"}),
+                  flush=True)
+
+        arms = tuple(args.arms.split(",")) if args.arms else parity.DEFAULT_ARMS
+        runs = parity.parity_benchmark(x_train, x_test, epochs=args.parity_epochs,
+                                       seeds=tuple(range(args.seeds)), arms=arms,
+                                       eval_n=args.parity_eval_n, eval_k=args.eval_k, log=log,
+                                       on_run=on_run)
+        emit("parity", "Parity with a plain implementation of the IWAE recipe",
+             report.parity_table(parity.summarize(runs), runs))
 
     env["load_average"] = timing.environment()["load_average"]
     minutes = (time.perf_counter() - started) / 60
