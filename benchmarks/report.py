@@ -116,7 +116,7 @@ def parity_table(rows, runs):
     first = runs[0]
     summary = table(
         ["arm", "seeds", "test log p(x), mean", "sd over seeds", "minus plain (paired by seed)",
-         "sd of the difference", "s.e. (seeds)", "s.e. (images)", "verdict (|diff| < 2 s.e.)",
+         "sd of the difference", "s.e. (seeds)", "s.e. (images)", "verdict (diff vs 2 s.e.)",
          "train loss", "train time"],
         [[r["arm"], r["seeds"], fmt(r["mean"], 2), fmt(r["sd"], 2),
           f"{r.get('diff', float('nan')):+.2f}", fmt(r.get("diff_sd", float("nan")), 2),
