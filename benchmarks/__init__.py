@@ -6,7 +6,9 @@ Run `python -m benchmarks --quick` (under 3 minutes) or `python -m benchmarks`
 
 Modules: `reference` (plain-TF VAEs and the Keras example's code), `timing`
 (interleaved timing, peak memory, matmul ceiling), `throughput`, `loglik`,
-`quality`, `export_perf`, `report` (markdown tables, RESULTS.md sections).
+`quality`, `parity` (keras_vae vs the plain IWAE recipe, ablated), `export_perf`,
+`report` (markdown tables, RESULTS.md sections).
 """
 
-__all__ = ["reference", "timing", "throughput", "loglik", "quality", "export_perf", "report"]
+__all__ = ["reference", "timing", "throughput", "loglik", "quality", "parity", "export_perf",
+           "report"]

@@ -11,6 +11,8 @@ quality     test log p(x) after a fixed budget: ELBO vs IWAE K=5 vs IWAE K=50
 conditional CVAE samples classified as the asked class; M2 accuracy with 100/1,000 labels
             vs an MLP on the labels alone and M1 (k-NN / logistic regression), digits and
             Fashion-MNIST (about 30 min; --quick about 3 min)
+parity      kv.VAE vs a plain-TF implementation of the IWAE paper's recipe, ablated one
+            factor at a time over seeds (benchmarks/parity.py)
 ```
 
 Everything runs in this one process; contestants are interleaved round by
@@ -26,7 +28,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SUITES = ("throughput", "conv", "loglik", "export", "quality", "conditional")
+SUITES = ("throughput", "conv", "loglik", "export", "quality", "conditional", "parity")
 DEFAULT = ("throughput", "conv", "loglik", "export")
 
 
@@ -53,11 +55,16 @@ def _parser():
                    help="conditional: M2/M1 passes (default 30 on digits, 8 on Fashion-MNIST)")
     p.add_argument("--m2-pool", type=int,
                    help="conditional: Fashion-MNIST training images M2 sees (default 3000)")
-    p.add_argument("--seeds", type=int, default=3, help="conditional: seeds per label count")
     p.add_argument("--datasets", default="digits,fashion_mnist",
                    help="conditional: comma-separated data sets")
     p.add_argument("--plot-dir", default="benchmarks",
                    help="conditional: folder of the accuracy-vs-labels pictures")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="conditional: seeds per label count; parity: seeds 0..N-1 (interleaved)")
+    p.add_argument("--arms", help="parity: comma-separated arms (default: all; see parity.py)")
+    p.add_argument("--parity-epochs", type=int, default=10, help="parity: passes per arm")
+    p.add_argument("--parity-eval-n", type=int, default=1000,
+                   help="parity: test images for log p(x)")
     p.add_argument("--write", metavar="PATH", help="update these results' sections in PATH")
     return p
 
@@ -71,7 +78,7 @@ def main(argv=None):
     suites = list(args.suites or DEFAULT)
     if "all" in suites:
         suites = list(SUITES)
-    for long_suite in ("quality", "conditional"):
+    for long_suite in ("quality", "conditional", "parity"):
         if args.quick and long_suite in suites and long_suite not in args.suites:
             suites.remove(long_suite)  # `all --quick`; named explicitly it runs its own budget
     datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
@@ -145,6 +152,23 @@ def main(argv=None):
                                      pool=args.m2_pool, seeds=args.seeds,
                                      plot_dir=args.plot_dir, log=log)
         emit("conditional", "Conditional VAE and semi-supervised M2", body)
+
+    if "parity" in suites:
+        import json
+
+        from benchmarks import parity
+
+        def on_run(run):  # one JSON line per finished run: an interrupted run keeps its seeds
+            print("parity-run " + json.dumps({k: v for k, v in run.items() if k[0] != "_"}),
+                  flush=True)
+
+        arms = tuple(args.arms.split(",")) if args.arms else parity.DEFAULT_ARMS
+        runs = parity.parity_benchmark(x_train, x_test, epochs=args.parity_epochs,
+                                       seeds=tuple(range(args.seeds)), arms=arms,
+                                       eval_n=args.parity_eval_n, eval_k=args.eval_k, log=log,
+                                       on_run=on_run)
+        emit("parity", "Parity with a plain implementation of the IWAE recipe",
+             report.parity_table(parity.summarize(runs), runs))
 
     env["load_average"] = timing.environment()["load_average"]
     minutes = (time.perf_counter() - started) / 60

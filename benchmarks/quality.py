@@ -38,8 +38,16 @@ def paper_learning_rate(epoch):
 
 
 def train_model(x_train, objective, k, epochs, schedule="short", batch_size=None, seed=0,
-                jit_compile=False, steps_per_execution=10, verbose=0):
+                jit_compile=False, steps_per_execution=10, verbose=0, epsilon=1e-7,
+                encoder_kwargs=None, on_built=None):
     """Trains the MLP VAE with `objective` ("elbo" or "iwae") and K = `k` samples.
+
+    Args:
+      epsilon: Adam's epsilon of the "short" schedule (1e-7, Keras's default;
+        the IWAE paper's recipe uses 1e-4, as the "paper" schedule does).
+      encoder_kwargs: extra `kv.MLPEncoder` arguments (e.g. `scale="exp"`).
+      on_built: optional function called with the untrained model (e.g. to
+        copy its initial weights).
 
     Returns:
       (vae, seconds, history dict).
@@ -50,7 +58,7 @@ def train_model(x_train, objective, k, epochs, schedule="short", batch_size=None
     import keras_vae as kv
 
     keras.utils.set_random_seed(seed)
-    vae = kv.VAE(kv.MLPEncoder(50, hidden=(200, 200), activation="tanh"),
+    vae = kv.VAE(kv.MLPEncoder(50, hidden=(200, 200), activation="tanh", **(encoder_kwargs or {})),
                  kv.MLPDecoder((28, 28, 1), hidden=(200, 200), activation="tanh"),
                  objective=objective, num_samples=k, seed=seed)
     callbacks = []
@@ -62,13 +70,15 @@ def train_model(x_train, objective, k, epochs, schedule="short", batch_size=None
         epochs = PAPER_PASSES
     else:
         batch_size = batch_size or 128
-        optimizer = keras.optimizers.Adam(1e-3)
+        optimizer = keras.optimizers.Adam(1e-3, epsilon=epsilon)
     vae.compile(optimizer=optimizer, jit_compile=jit_compile,
                 steps_per_execution=steps_per_execution)
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     ds = kv.data.make_dataset(x_train, batch_size=batch_size, binarize="dynamic", seed=seed,
                               drop_remainder=True, epoch=epoch_var)
     callbacks.append(kv.EpochCounter(epoch_var))
+    if on_built is not None:
+        on_built(vae)
     start = time.perf_counter()
     history = vae.fit(ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
     return vae, time.perf_counter() - start, history.history

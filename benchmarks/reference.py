@@ -14,6 +14,13 @@ loss    = mean_batch[ sum_pixels BCE(x, logits(z)) + KL(q(z|x) || N(0, I)) ]
 Adam    : lr 1e-3, beta_1 0.9, beta_2 0.999, epsilon 1e-7 (Keras defaults)
 ```
 
+`RECIPE` switches `PlainMLPVAE` to the IWAE paper's one-layer recipe as a
+researcher writes it by hand: `sigma = exp(raw)` (no floor) and Adam epsilon
+1e-4 (`PlainMLPVAE(784, **RECIPE)`); `benchmarks/parity.py` ablates it against
+keras_vae one factor at a time. `copy_from_keras` / `copy_to_keras` move the
+weights between it and a `kv.VAE` of the same MLP, so both contestants are
+evaluated by one estimator (`kv.log_likelihood`).
+
 - `PlainMLPVAE`: the IWAE paper's MLP, data_dim-H-H-latent with tanh
   (784-200-200-50 for Fashion-MNIST), Bernoulli likelihood.
 - `PlainConvVAE`: the conv architecture of Keras's VAE example: Conv2D
@@ -31,7 +38,11 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = ["PlainMLPVAE", "PlainConvVAE", "keras_example_vae", "plain_dataset", "train_loop",
-           "matmul_flops"]
+           "matmul_flops", "RECIPE", "SCALES"]
+
+SCALES = ("softplus", "exp")
+# The IWAE paper's recipe written by hand: sigma = exp(raw), Adam epsilon 1e-4.
+RECIPE = {"scale": "exp", "min_scale": 0.0, "epsilon": 1e-4}
 
 _SOFTPLUS_INV_1 = math.log(math.expm1(1.0))
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -48,9 +59,12 @@ class _PlainVAE(tf.Module):
     """Shared part: the ELBO loss, hand-written Adam and the compiled train step."""
 
     def __init__(self, learning_rate=1e-3, seed=0, jit_compile=False, objective="elbo",
-                 num_samples=1):
+                 num_samples=1, scale="softplus", min_scale=1e-4, epsilon=1e-7):
         super().__init__()
+        if scale not in SCALES:
+            raise ValueError(f"`scale` must be one of {SCALES}. Received: scale={scale!r}")
         self.objective, self.num_samples = objective, num_samples
+        self.scale, self.min_scale, self.epsilon = scale, float(min_scale), float(epsilon)
         self.lr = learning_rate
         self.seed = seed
         self.jit_compile = jit_compile
@@ -60,10 +74,16 @@ class _PlainVAE(tf.Module):
 
     # the two networks are defined by subclasses: _encode(x) -> (mu, raw), _decode(z) -> logits
 
+    def sigma(self, raw):
+        """`softplus(raw + softplus^-1(1)) + min_scale` (keras_vae's), or `exp(raw) + min_scale`."""
+        if self.scale == "exp":
+            return tf.exp(raw) + self.min_scale
+        return tf.nn.softplus(raw + _SOFTPLUS_INV_1) + self.min_scale
+
     def loss(self, x, seed):
         """Negative ELBO, or negative IWAE_K bound, of binary `x [B, ...]` (scalar, nats)."""
         mu, raw = self._encode(x)
-        sigma = tf.nn.softplus(raw + _SOFTPLUS_INV_1) + 1e-4
+        sigma = self.sigma(raw)
         flat_x = tf.reshape(x, [tf.shape(x)[0], -1])
         if self.objective == "elbo":
             eps = tf.random.stateless_normal(tf.shape(mu), seed=seed, alg="philox")
@@ -93,7 +113,7 @@ class _PlainVAE(tf.Module):
         for g, v, (m, s) in zip(grads, variables, self._opt_slots):
             m.assign(0.9 * m + 0.1 * g)
             s.assign(0.999 * s + 0.001 * tf.square(g))
-            v.assign_sub(lr_t * m / (tf.sqrt(s) + 1e-7))
+            v.assign_sub(lr_t * m / (tf.sqrt(s) + self.epsilon))
         self.step_count.assign_add(1)
 
     def train_step(self, x_grey):
@@ -167,6 +187,34 @@ class PlainMLPVAE(_PlainVAE):
 
     def _decode(self, z):
         return self._mlp(self.dec, z)
+
+    def copy_from_keras(self, vae):
+        """Loads the weights of a `kv.VAE(MLPEncoder, MLPDecoder)` of the same sizes.
+
+        The encoder's last Dense layer gives `[mu, raw]` in the same order as
+        ours, so with the same `scale` and `min_scale` the two models compute
+        the same functions (tests/test_parity_option.py).
+        """
+        for (w, b), layer in self._paired(vae):
+            w.assign(layer.kernel.numpy())
+            b.assign(layer.bias.numpy())
+        return self
+
+    def copy_to_keras(self, vae):
+        """Writes these weights into `vae` (the reverse of `copy_from_keras`); returns `vae`."""
+        for (w, b), layer in self._paired(vae):
+            layer.kernel.assign(w.numpy())
+            layer.bias.assign(b.numpy())
+        return vae
+
+    def _paired(self, vae):
+        pairs = []
+        for mine, part in ((self.enc, vae.encoder), (self.dec, vae.decoder)):
+            theirs = list(part.dense_layers) + [part.params_layer]
+            if len(mine) != len(theirs):
+                raise ValueError(f"Expected {len(mine)} Dense layers. Received: {len(theirs)}")
+            pairs += list(zip(mine, theirs))
+        return pairs
 
 
 class PlainConvVAE(_PlainVAE):

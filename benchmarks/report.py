@@ -13,7 +13,8 @@ import numpy as np
 
 from benchmarks.timing import fmt
 
-__all__ = ["table", "throughput_tables", "loglik_table", "quality_table", "export_table",
+__all__ = ["table", "throughput_tables", "loglik_table", "quality_table", "parity_table",
+           "export_table",
            "environment_block", "write_sections"]
 
 
@@ -108,6 +109,27 @@ def quality_table(rows):
           fmt(r["test_log_px_sem"], 2),
           f"{r['gain_vs_elbo']:+.2f} ± {r['gain_vs_elbo_sem']:.2f}", f"{r['bits_per_dim']:.4f}",
           r["eval_n"], f"{r['eval_seconds'] / 60:.1f} min"] for r in rows])
+
+
+def parity_table(rows, runs):
+    """Per arm: mean ± sd over seeds, paired difference to the plain recipe; then every run."""
+    first = runs[0]
+    summary = table(
+        ["arm", "seeds", "test log p(x), mean", "sd over seeds", "minus plain (paired by seed)",
+         "sd of the difference", "s.e. (seeds)", "s.e. (images)", "verdict (diff vs 2 s.e.)",
+         "train loss", "train time"],
+        [[r["arm"], r["seeds"], fmt(r["mean"], 2), fmt(r["sd"], 2),
+          f"{r.get('diff', float('nan')):+.2f}", fmt(r.get("diff_sd", float("nan")), 2),
+          fmt(r.get("diff_se", float("nan")), 2), fmt(r.get("image_se", float("nan")), 2),
+          r.get("verdict", "-"), fmt(r["train_loss"], 2), f"{r['train_seconds'] / 60:.1f} min"]
+         for r in rows])
+    detail = table(["arm", "seed", "test log p(x)", "train loss", "train s", "eval s"],
+                   [[r["arm"], r["seed"], fmt(r["test_log_px"], 2), fmt(r["train_loss"], 2),
+                     fmt(r["train_seconds"]), fmt(r["eval_seconds"])] for r in runs])
+    return (f"{first['epochs']} passes per arm (batch 128), test log p(x) by `kv.log_likelihood` "
+            f"with K={first.get('eval_k', '?')} on the first {first.get('eval_n', '?')} test "
+            "images (binarized once, seed 1); differences are paired by seed and image.\n\n"
+            + summary + "\n\nEvery run:\n\n" + detail)
 
 
 def export_table(rows, batch_sizes=(1, 256)):

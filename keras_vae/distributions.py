@@ -60,19 +60,26 @@ _PACKAGE = "keras_vae"  # registration package of every serialisable class
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class DiagonalGaussianPosterior(Head):
-    """`q(z|x) = N(mu, diag(sigma^2))` with `sigma = softplus(raw) + min_scale`.
+    """`q(z|x) = N(mu, diag(sigma^2))` with `sigma = softplus(raw) + min_scale` (or `exp`).
 
     #### Mathematical details
 
     ```none
     params = [mu, raw]                        # 2 * latent_dim numbers
-    sigma  = softplus(raw + softplus^-1(1)) + min_scale   # sigma = 1 + min_scale at raw=0
+    scale="softplus": sigma = softplus(raw + softplus^-1(1)) + min_scale  # 1 + min_scale at raw=0
+    scale="exp":      sigma = exp(raw) + min_scale                        # 1 + min_scale at raw=0
     q(z|x) = prod_d Normal(z_d; mu_d, sigma_d)
     ```
+
+    `"exp"` is the parameterisation of the IWAE paper's recipe (and of a
+    `log_var` head: raw = log_var / 2); its gradient with respect to raw
+    is sigma itself, where softplus's is at most 1 (see
+    `benchmarks/parity.py` for what the choice changes in training).
 
     Args:
       latent_dim: size of z.
       min_scale: floor on sigma, keeps log q finite (default 1e-4).
+      scale: "softplus" (default) or "exp", the map from raw to sigma.
 
     Call arguments:
       params: float tensor `batch_shape + [2 * latent_dim]`.
@@ -82,10 +89,13 @@ class DiagonalGaussianPosterior(Head):
       `[latent_dim]`.
     """
 
-    def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
+    scales = ("softplus", "exp")  # the `scale` choices (MLPEncoder(..., scale=...) checks this)
+
+    def __init__(self, latent_dim, min_scale=1e-4, scale="softplus", **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = validation.positive_int("latent_dim", latent_dim)
         self.min_scale = validation.non_negative_float("min_scale", min_scale)
+        self.scale = validation.choice("scale", scale, self.scales)
 
     def params_size(self):
         return 2 * self.latent_dim
@@ -93,12 +103,15 @@ class DiagonalGaussianPosterior(Head):
     def call(self, params):
         params = self._params(params)
         loc, raw = tf.split(params, 2, axis=-1)
-        scale = tf.nn.softplus(raw + math.log(math.expm1(1.0))) + self.min_scale
+        if self.scale == "exp":
+            scale = tf.exp(raw) + self.min_scale
+        else:
+            scale = tf.nn.softplus(raw + math.log(math.expm1(1.0))) + self.min_scale
         return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,
-                "min_scale": self.min_scale}
+                "min_scale": self.min_scale, "scale": self.scale}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -196,16 +209,32 @@ POSTERIORS = {
 }
 
 
-def get_posterior(identifier, latent_dim, **kwargs):
-    """Returns a posterior head from a name ("diagonal", "full", "point_mass") or a head."""
+def get_posterior(identifier, latent_dim, scale=None, **kwargs):
+    """Returns a posterior head from a name ("diagonal", "full", "point_mass") or a head.
+
+    `scale` (None: the head's default) is passed on to heads that have a
+    `scales` choice (`DiagonalGaussianPosterior`) and refused for the others.
+    """
     if isinstance(identifier, Head):
+        if scale is not None:
+            raise ValueError("A posterior head instance carries its own parameterisation: give "
+                             f"`scale` to the head. Received: posterior={identifier!r}, "
+                             f"scale={scale!r}")
         return identifier
     if identifier not in POSTERIORS:
         raise ValueError(
             f"Unknown posterior: expected one of {sorted(POSTERIORS)}. "
             f"Received: posterior={identifier!r}"
         )
-    return POSTERIORS[identifier](latent_dim, **kwargs)
+    cls = POSTERIORS[identifier]
+    if scale is not None:
+        with_scale = sorted(n for n, c in POSTERIORS.items() if getattr(c, "scales", None))
+        if not getattr(cls, "scales", None):
+            raise ValueError(
+                f"`scale` is an option of posterior={'/'.join(repr(n) for n in with_scale)} "
+                f"only. Received: posterior={identifier!r}, scale={scale!r}")
+        kwargs["scale"] = scale
+    return cls(latent_dim, **kwargs)
 
 
 # The likelihood heads live in keras_vae/likelihoods.py (both kinds extend

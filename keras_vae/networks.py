@@ -273,7 +273,7 @@ class Encoder(keras.layers.Layer):
     """
 
     def __init__(self, latent_dim, posterior="diagonal", min_scale=1e-4, condition_dim=None,
-                 standardize=None, **kwargs):
+                 standardize=None, scale=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(standardize, dict):
             standardize = keras.saving.deserialize_keras_object(standardize)
@@ -284,8 +284,9 @@ class Encoder(keras.layers.Layer):
         self.latent_dim = validation.positive_int("latent_dim", latent_dim)
         self._posterior_id = _deserialize_head(posterior)
         self.head = dists.get_posterior(self._posterior_id, self.latent_dim,
-                                        min_scale=min_scale)
+                                        min_scale=min_scale, scale=scale)
         self.min_scale = min_scale
+        self.scale = scale
         self.input_spec_shape = None
         self.condition_dim = _condition_dim(condition_dim)
 
@@ -343,6 +344,8 @@ class Encoder(keras.layers.Layer):
             config["standardize"] = keras.saving.serialize_keras_object(self.standardize)
         if self.condition_dim:  # unconditional configs stay as they were
             config["condition_dim"] = self.condition_dim
+        if self.scale is not None:
+            config["scale"] = self.scale
         return config
 
 
@@ -411,6 +414,10 @@ class MLPEncoder(Encoder):
       activation: Keras activation of the hidden layers, default "tanh".
       posterior: "diagonal" (default) or "full" covariance, or a head layer.
       min_scale: floor on the posterior's standard deviations.
+      scale: the diagonal posterior's map from raw outputs to standard
+        deviations: None (the head's default, "softplus") or "exp"
+        (`sigma = exp(raw) + min_scale`, the IWAE paper's recipe); see
+        `DiagonalGaussianPosterior`.
 
     Call arguments:
       x: float tensor `[B] + data_shape`.
@@ -501,7 +508,7 @@ class ConvEncoder(Encoder):
       kernel_size: default 3.
       hidden: Dense widths after flattening, default (16,).
       activation: default "relu".
-      posterior, min_scale: as in `MLPEncoder`.
+      posterior, min_scale, scale: as in `MLPEncoder`.
 
     Call arguments:
       x: float tensor `[B, H, W, C]`.
