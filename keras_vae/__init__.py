@@ -66,6 +66,7 @@ from keras_vae import (
     evaluation,
     execution,
     export,
+    flows,
     latent,
     objectives,
     priors,
@@ -81,6 +82,7 @@ from keras_vae.distributions import (
     DiagonalGaussianPosterior,
     FullCovariancePosterior,
     GaussianLikelihood,
+    IAFPosterior,
     LearnedGaussianLikelihood,
     PointMassPosterior,
 )
@@ -88,7 +90,7 @@ from keras_vae.evaluation import log_likelihood
 from keras_vae.latent import embed
 from keras_vae.model import VAE
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from keras_vae.priors import MixturePrior, StandardNormalPrior
+from keras_vae.priors import MixturePrior, StandardNormalPrior, VampPrior
 from keras_vae.semisupervised import SemiSupervisedVAE
 
 __version__ = "0.1.0"
@@ -116,6 +118,7 @@ __all__ = [
     "ConvDecoder",
     "DiagonalGaussianPosterior",
     "FullCovariancePosterior",
+    "IAFPosterior",
     "BernoulliLikelihood",
     "GaussianLikelihood",
     "LearnedGaussianLikelihood",
@@ -123,10 +126,12 @@ __all__ = [
     "PointMassPosterior",
     "StandardNormalPrior",
     "MixturePrior",
+    "VampPrior",
     "KLWarmup",
     "EpochCounter",
     "data",
     "distributions",
+    "flows",
     "objectives",
     "priors",
     "autoencoders",
