@@ -146,9 +146,10 @@ class VampMixture(tfd.MixtureSameFamily):
             out = chunk(flat)
         else:
             n = tf.shape(flat)[0]
-            num = (n + rows - 1) // rows
-            padded = tf.pad(flat, [[0, num * rows - n], [0, 0]])
-            out = tf.map_fn(chunk, tf.reshape(padded, [num, rows, d]),
+            size = tf.minimum(rows, tf.maximum(n, 1))  # a small batch is not padded to `rows`
+            num = (n + size - 1) // size
+            padded = tf.pad(flat, [[0, num * size - n], [0, 0]])
+            out = tf.map_fn(chunk, tf.reshape(padded, [num, size, d]),
                             fn_output_signature=tf.float32)
             out = tf.reshape(out, [-1])[:n]
         return tf.reshape(out, lead)
