@@ -66,6 +66,7 @@ from keras_vae import (
     evaluation,
     execution,
     export,
+    flows,
     latent,
     objectives,
     priors,
@@ -82,6 +83,7 @@ from keras_vae.distributions import (
     DiagonalGaussianPosterior,
     FullCovariancePosterior,
     GaussianLikelihood,
+    IAFPosterior,
     LearnedGaussianLikelihood,
     PointMassPosterior,
 )
@@ -91,7 +93,7 @@ from keras_vae.latent import embed
 from keras_vae.likelihoods import TableLikelihood
 from keras_vae.model import VAE
 from keras_vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, Standardization
-from keras_vae.priors import MixturePrior, StandardNormalPrior
+from keras_vae.priors import MixturePrior, StandardNormalPrior, VampPrior
 from keras_vae.semisupervised import SemiSupervisedVAE
 from keras_vae.tables import Table
 
@@ -121,6 +123,7 @@ __all__ = [
     "ConvDecoder",
     "DiagonalGaussianPosterior",
     "FullCovariancePosterior",
+    "IAFPosterior",
     "BernoulliLikelihood",
     "GaussianLikelihood",
     "LearnedGaussianLikelihood",
@@ -131,10 +134,12 @@ __all__ = [
     "PointMassPosterior",
     "StandardNormalPrior",
     "MixturePrior",
+    "VampPrior",
     "KLWarmup",
     "EpochCounter",
     "data",
     "distributions",
+    "flows",
     "objectives",
     "priors",
     "tables",

@@ -36,7 +36,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import objectives, resources, validation
+from keras_vae import flows, objectives, resources, validation
 from keras_vae.access import (
     batch_seed,
     cached_function,
@@ -169,9 +169,13 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size, condition_w
         posterior = None if hook else encode(model, x, condition)
         prior = prior_distribution(model)
 
+        # A flow posterior: draw its base, push the stacked draws through the flow once
+        # (log q then comes from the bijector cache, not the sequential inverse).
+        proposal, flow = (None, None) if hook else flows.split_flow(posterior)
+
         def draw(k):  # sample k's noise depends on (seed, k) only, not on the chunk
             seed_k = tf.random.experimental.stateless_fold_in(seed, k)
-            return reparameterized_sample(posterior, 1, seed_k)[0]
+            return reparameterized_sample(proposal, 1, seed_k)[0]
 
         def body(j, acc):
             ks = j * chunk_size + tf.range(chunk_size)
@@ -182,6 +186,7 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size, condition_w
             else:
                 z = tf.map_fn(draw, ks, fn_output_signature=tf.float32,
                               parallel_iterations=16)                     # [C, B, d]
+                z = z if flow is None else flow.forward(z)
                 log_w, _ = objectives.log_importance_weights(
                     x, posterior, lambda zz: decode(model, zz, condition), prior, z)  # [C, B]
             log_w = tf.where((ks < num_samples)[:, None], log_w, -np.inf)  # pad of last chunk

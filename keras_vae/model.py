@@ -42,7 +42,9 @@ class VAE(BaseAutoencoder):
       decoder: layer mapping `z [..., latent_dim]` to `p(x|z)` with event shape
         `data_shape` (e.g. `MLPDecoder`, `ConvDecoder`, `TiedMLPDecoder`).
       prior: None or "standard_normal" for N(0, I), "mixture" for a learnable
-        mixture of Gaussians, or a prior layer from `keras_vae.priors`.
+        mixture of Gaussians, "vamp" for the VampPrior (500 pseudo-inputs; use
+        `keras_vae.priors.VampPrior(K)` for another K), or a prior layer from
+        `keras_vae.priors`.
       beta: weight of the KL term (>= 0), held in the non-trainable variable
         `model.beta` so callbacks such as `KLWarmup` can change it.
       num_samples: L Monte Carlo samples per example (K for "iwae").
@@ -88,7 +90,9 @@ class VAE(BaseAutoencoder):
                 f"`objective` must be one of {objectives.OBJECTIVES}. "
                 f"Received: objective={objective!r}"
             )
-        self.prior = priors_lib.get_prior(prior, self.latent_dim)
+        self.prior = priors_lib.get_prior(  # a VampPrior keeps a reference to the encoder
+            prior, self.latent_dim, encoder=self.encoder, data_shape=self.data_shape,
+            support=getattr(self.decoder.head, "support", None))
         self.num_samples = validation.positive_int("num_samples", num_samples)
         if not isinstance(analytic_kl, (bool, np.bool_)):
             raise TypeError(f"`analytic_kl` must be a bool. Received: analytic_kl={analytic_kl!r}")
