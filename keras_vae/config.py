@@ -294,6 +294,9 @@ def _check_latent_dims(config, out):
         if out[key] != allowed:
             raise ValueError(f"`latent_dims` (a HierarchicalVAE) needs {key}={allowed!r}. "
                              f"Received: {key}={out[key]!r}, latent_dims={dims!r}")
+    if out["prior"] == "vamp":
+        raise ValueError("`latent_dims` (a HierarchicalVAE) takes prior 'standard_normal' or "
+                         f"'mixture'. Received: prior='vamp', latent_dims={dims!r}")
     if out["objective"] not in ("elbo", "iwae"):
         raise ValueError("`latent_dims` (a HierarchicalVAE) trains with objective 'elbo' or "
                          f"'iwae'. Received: objective={out['objective']!r}")

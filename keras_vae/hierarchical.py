@@ -216,6 +216,10 @@ class HierarchicalVAE(BaseAutoencoder):
             networks.MLPEncoder(dims[i], hidden=widths[i + 1][::-1], name=f"p_z{i + 1}",
                                 **gaussian)
             for i in range(len(dims) - 1)]
+        if prior == "vamp" or isinstance(prior, priors_lib.VampPrior):
+            raise ValueError("A HierarchicalVAE's top prior p(z_L) is 'standard_normal' or "
+                             "'mixture' (a VampPrior mixes q(z|x) of a one-layer encoder). "
+                             f"Received: prior={prior!r}")
         self.prior = priors_lib.get_prior(prior, dims[-1])
         self.objective = objective
         self.num_samples = validation.positive_int("num_samples", num_samples)

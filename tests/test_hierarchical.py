@@ -221,6 +221,7 @@ def test_sample_encode_decode_reconstruct_shapes(trained, digits):
     ({"beta": -1.0}, "beta"),
     ({"activation": "nope"}, "Received: activation='nope'"),
     ({"prior": "bogus"}, "Received: prior='bogus'"),
+    ({"prior": "vamp"}, "Received: prior='vamp'"),
 ])
 def test_bad_arguments_are_clear(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -281,6 +282,7 @@ def _run_cli(argv):
     (["--latent-dims", "100,0"], "latent_dims[1]"),
     (["--latent-dims", "100,50", "--latent-dim", "8"], "Give either"),
     (["--latent-dims", "100,50", "--posterior", "full"], "posterior='diagonal'"),
+    (["--latent-dims", "100,50", "--prior", "vamp"], "prior='vamp'"),
 ])
 def test_cli_latent_dims_bad_values_exit_2(flags, match, capsys, tmp_path):
     assert _run_cli(["train", str(tmp_path / "r"), *flags]) == 2
