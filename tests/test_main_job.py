@@ -139,28 +139,53 @@ def _expected(model, signature):
     return {"x_mean": model.sample(3, seed=0).numpy()}  # the served sampler's promise
 
 
-@pytest.mark.parametrize("signature, inputs", [
-    ("serving_default", {"z": Z}),
-    ("decode", {"z": Z}),
-    ("encode", {"x": X}),
-    ("reconstruct", {"x": X}),
-    ("sample", {"n": np.int32(3), "seed": np.array([0, 7], np.int32)}),
-])
-def test_every_signature_runs_through_saved_model_cli(job, keras_model, signature, inputs,
-                                                      tmp_path):
-    """`saved_model_cli run`: the C++ loader path TF Serving uses, against the Keras model."""
+SIGNATURE_INPUTS = {
+    "serving_default": {"z": Z},
+    "decode": {"z": Z},
+    "encode": {"x": X},
+    "reconstruct": {"x": X},
+    "sample": {"n": np.int32(3), "seed": np.array([0, 7], np.int32)},
+}
+
+# What `saved_model_cli run --dir D --tag_set serve --signature_def S --inputs I --outdir O`
+# does once its flags are parsed: the same two functions, the C++ session loader path TF
+# Serving uses. All five signatures in one process (one TensorFlow import, not five); the
+# command line itself runs in tests/test_export.py::test_saved_model_cli_run_sample_...
+SAVED_MODEL_CLI_RUN = """
+import json, sys
+from tensorflow.python.tools import saved_model_cli
+version_dir, jobs = sys.argv[1], json.loads(sys.argv[2])
+for signature, inputs, outdir in jobs:
+    feed = saved_model_cli.load_inputs_from_input_arg_string(inputs, "", "")
+    saved_model_cli.run_saved_model_with_feed_dict(version_dir, "serve", signature, feed,
+                                                   outdir, False)
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_model_cli_outputs(job, tmp_path_factory):
+    """{signature: {output name: array}} from running every signature as saved_model_cli."""
+    tmp = tmp_path_factory.mktemp("saved_model_cli")
     version_dir = os.path.join(job["run_dir"], "export", "saved_model", "1")
-    args = []
-    for key, value in inputs.items():
-        np.save(tmp_path / f"in_{key}.npy", value)
-        args.append(f"{key}={tmp_path / f'in_{key}.npy'}")
-    out = tmp_path / "out"
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    done = subprocess.run([cli, "run", "--dir", version_dir, "--tag_set", "serve",
-                           "--signature_def", signature, "--inputs", ";".join(args),
-                           "--outdir", str(out)], capture_output=True, text=True, timeout=300)
+    jobs = []
+    for signature, inputs in SIGNATURE_INPUTS.items():
+        args = []
+        for key, value in inputs.items():
+            np.save(tmp / f"{signature}_{key}.npy", value)
+            args.append(f"{key}={tmp / f'{signature}_{key}.npy'}")
+        jobs.append((signature, ";".join(args), str(tmp / f"out_{signature}")))
+    done = subprocess.run([sys.executable, "-c", SAVED_MODEL_CLI_RUN, version_dir,
+                           json.dumps(jobs)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    outputs = {name[:-4]: np.load(out / name) for name in os.listdir(out)}
+    return {signature: {name[:-4]: np.load(os.path.join(out, name)) for name in os.listdir(out)}
+            for signature, _, out in jobs}
+
+
+@pytest.mark.parametrize("signature", list(SIGNATURE_INPUTS))
+def test_every_signature_runs_through_saved_model_cli(keras_model, saved_model_cli_outputs,
+                                                      signature):
+    """`saved_model_cli run`'s loader: the C++ path TF Serving uses, against the Keras model."""
+    outputs = saved_model_cli_outputs[signature]
     for name, want in _expected(keras_model, signature).items():
         np.testing.assert_allclose(outputs[name], want, atol=SAVED_MODEL_TOLERANCE,
                                    err_msg=f"{signature}/{name}")

@@ -35,11 +35,37 @@ def _rows(path):
         return 0
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
-    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    reference = subprocess.Popen(_train_cmd(full), env=env, stderr=subprocess.PIPE)
-    victim = subprocess.Popen(_train_cmd(killed), env=env, stderr=subprocess.PIPE)
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
+class _Reference:
+    """The uninterrupted 4-epoch run that a killed-and-resumed run must equal bit for bit.
+    Started once (by the first test that asks, beside its victim) and shared: the SIGKILL
+    and SIGTERM tests train the same config, so one reference serves both."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.proc = subprocess.Popen(_train_cmd(run_dir), env=ENV, stderr=subprocess.PIPE)
+
+    def model(self):
+        """Wait for the reference to finish; the path of its model.keras."""
+        _, err = self.proc.communicate(timeout=300)
+        assert self.proc.returncode == 0, err[-2000:]
+        return os.path.join(self.run_dir, "model.keras")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    ref = _Reference(str(tmp_path_factory.mktemp("reference") / "full"))
+    yield ref
+    if ref.proc.poll() is None:  # a test failed before waiting for it
+        ref.proc.kill()
+        ref.proc.communicate()
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, reference):
+    killed = str(tmp_path / "killed")
+    victim = subprocess.Popen(_train_cmd(killed), env=ENV, stderr=subprocess.PIPE)
     partial = os.path.join(killed, "history.partial.json")
     deadline = time.time() + 240
     while _rows(partial) < 2 and victim.poll() is None and time.time() < deadline:
@@ -55,16 +81,15 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path):
     assert os.path.isdir(os.path.join(killed, "backup"))
     assert not os.path.exists(os.path.join(killed, "model.keras"))
 
-    resumed = subprocess.run(_train_cmd(killed, "--resume"), env=env, capture_output=True,
+    resumed = subprocess.run(_train_cmd(killed, "--resume"), env=ENV, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
 
-    a = keras.models.load_model(os.path.join(full, "model.keras"))
+    a = keras.models.load_model(reference.model())
     b = keras.models.load_model(os.path.join(killed, "model.keras"))
     for wa, wb in zip(a.weights + a.optimizer.variables, b.weights + b.optimizer.variables):
         np.testing.assert_array_equal(wa.numpy(), wb.numpy())
-    with open(os.path.join(full, "history.json")) as f, \
+    with open(os.path.join(reference.run_dir, "history.json")) as f, \
             open(os.path.join(killed, "history.json")) as g:
         ha, hb = json.load(f), json.load(g)
     assert len(hb["loss"]) == 4 and ha["loss"] == hb["loss"]
@@ -216,13 +241,11 @@ def _same_weights(path_a, path_b):
         np.testing.assert_array_equal(wa.numpy(), wb.numpy())
 
 
-def test_sigterm_ends_as_interrupted_and_resume_restores(tmp_path):
+def test_sigterm_ends_as_interrupted_and_resume_restores(tmp_path, reference):
     import shutil
 
-    full, stopped = str(tmp_path / "full"), str(tmp_path / "stopped")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    reference = subprocess.Popen(_train_cmd(full), env=env, stderr=subprocess.PIPE)
-    victim = subprocess.Popen(_train_cmd(stopped), env=env, stderr=subprocess.PIPE, text=True)
+    stopped = str(tmp_path / "stopped")
+    victim = subprocess.Popen(_train_cmd(stopped), env=ENV, stderr=subprocess.PIPE, text=True)
     _wait_for(victim, stopped, lambda s: s.get("phase") == "training" and s.get("epoch", 0) >= 1)
     victim.send_signal(signal.SIGTERM)
     assert victim.wait(timeout=60) == 143
@@ -242,17 +265,18 @@ def test_sigterm_ends_as_interrupted_and_resume_restores(tmp_path):
     for name in os.listdir(os.path.join(damaged, "backup")):
         if name.endswith(".bkp"):
             os.unlink(os.path.join(damaged, "backup", name))
-    bad = subprocess.run(_train_cmd(damaged, "--resume"), env=env, capture_output=True,
-                         text=True, timeout=300)
-    lines = bad.stderr.strip().splitlines()
-    assert bad.returncode == 2 and len(lines) == 1 and "damaged" in lines[0], bad.stderr[-2000:]
-
-    resumed = subprocess.run(_train_cmd(stopped, "--resume"), env=env, capture_output=True,
+    # The damaged resume and the good one are independent folders: run them side by side.
+    bad = subprocess.Popen(_train_cmd(damaged, "--resume"), env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    resumed = subprocess.run(_train_cmd(stopped, "--resume"), env=ENV, capture_output=True,
                              text=True, timeout=300)
+    _, bad_err = bad.communicate(timeout=300)
+    lines = bad_err.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1 and "damaged" in lines[0], bad_err[-2000:]
+
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _status(stopped)["resumed_from_epoch"] == k  # restored, not retrained
-    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
-    _same_weights(os.path.join(full, "model.keras"), os.path.join(stopped, "model.keras"))
+    _same_weights(reference.model(), os.path.join(stopped, "model.keras"))
     with open(os.path.join(stopped, "history.json")) as f:
         assert len(json.load(f)["loss"]) == 4
 
@@ -263,19 +287,18 @@ STACKED = ["--model", "ae", "--stacked", "--epochs", "2", "--hidden", "64,32",
 
 def test_stacked_ae_killed_during_pretraining_resumes_with_the_pretraining(tmp_path):
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
     def cmd(run_dir, *extra):
         return [sys.executable, "-m", "keras_vae", "--quiet", "train", run_dir, *STACKED,
                 *extra]
 
-    reference = subprocess.Popen(cmd(full), env=env, stderr=subprocess.PIPE)
-    victim = subprocess.Popen(cmd(killed), env=env, stderr=subprocess.PIPE)
+    reference = subprocess.Popen(cmd(full), env=ENV, stderr=subprocess.PIPE)
+    victim = subprocess.Popen(cmd(killed), env=ENV, stderr=subprocess.PIPE)
     _wait_for(victim, killed, lambda s: s.get("phase") == "pretraining")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert not os.path.exists(os.path.join(killed, "backup", "latest.weights.h5"))
-    resumed = subprocess.run(cmd(killed, "--resume"), env=env, capture_output=True, text=True,
+    resumed = subprocess.run(cmd(killed, "--resume"), env=ENV, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
