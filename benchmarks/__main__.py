@@ -8,6 +8,7 @@ conv        the Keras example's conv VAE: keras_vae vs plain TF vs the example's
 loglik      kv.log_likelihood K=5000 vs its FLOP floor
 export      artifact sizes, decoder latency at batch 1/256 per runtime
 quality     test log p(x) after a fixed budget: ELBO vs IWAE K=5 vs IWAE K=50
+imputation  sklearn tables, 50% MCAR: MIWAE vs sklearn imputers; one-class anomaly AUC
 ```
 
 Everything runs in this one process; contestants are interleaved round by
@@ -23,7 +24,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SUITES = ("throughput", "conv", "loglik", "export", "quality")
+SUITES = ("throughput", "conv", "loglik", "export", "quality", "imputation")
 DEFAULT = ("throughput", "conv", "loglik", "export")
 
 
@@ -46,6 +47,10 @@ def _parser():
                    help="quality: 'paper' is the IWAE paper's 3,280-pass schedule (days)")
     p.add_argument("--save-dir", help="quality: save the trained models here (.keras + .json)")
     p.add_argument("--load-dir", help="quality: evaluate the models saved here, no training")
+    p.add_argument("--repetitions", type=int, default=5, help="imputation: MCAR masks per table")
+    p.add_argument("--steps", type=int, default=3000, help="imputation: MIWAE Adam steps per fit")
+    p.add_argument("--impute-l", type=int, default=10_000,
+                   help="imputation: importance samples L")
     p.add_argument("--write", metavar="PATH", help="update these results' sections in PATH")
     return p
 
@@ -59,8 +64,9 @@ def main(argv=None):
     suites = list(args.suites or DEFAULT)
     if "all" in suites:
         suites = list(SUITES)
-    if args.quick and "quality" in suites and "quality" not in args.suites:
-        suites.remove("quality")  # `all --quick`; named explicitly it runs with its own budget
+    for slow in ("quality", "imputation"):
+        if args.quick and slow in suites and slow not in args.suites:
+            suites.remove(slow)  # `all --quick`; named explicitly it runs with its own budget
     rounds = args.rounds or (3 if args.quick else 12)
     seconds = args.seconds or (0.4 if args.quick else 1.0)
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -74,7 +80,8 @@ def main(argv=None):
     def log(message):
         print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
 
-    (x_train, _), (x_test, _) = kv.data.load("fashion_mnist")
+    images = set(suites) - {"imputation"}
+    (x_train, _), (x_test, _) = kv.data.load("fashion_mnist") if images else ((None, None),) * 2
     sections = {}
 
     def emit(name, title, body):
@@ -122,6 +129,16 @@ def main(argv=None):
                                          log=log)
         emit("quality", "Quality on dynamically binarized Fashion-MNIST",
              report.quality_table(rows))
+
+    if "imputation" in suites:
+        from benchmarks import imputation
+        rows = imputation.imputation_benchmark(args.repetitions, args.steps, args.impute_l,
+                                               log=log)
+        emit("imputation", "Imputation on sklearn tables, 50% MCAR",
+             imputation.imputation_table(rows))
+        rows = imputation.anomaly_benchmark(args.steps, log=log)
+        emit("anomaly_tables", "One-class anomaly detection on breast cancer",
+             imputation.anomaly_table(rows))
 
     env["load_average"] = timing.environment()["load_average"]
     minutes = (time.perf_counter() - started) / 60
