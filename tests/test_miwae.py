@@ -310,3 +310,35 @@ def test_miwae_model_saves_and_loads_with_its_objective(tmp_path):
     assert loaded.objective == "miwae" and loaded.allows_missing
     np.testing.assert_allclose(kv.impute(loaded, x_holes[:10], num_samples=50),
                                kv.impute(model, x_holes[:10], num_samples=50), atol=1e-6)
+
+
+def test_exported_impute_signature_equals_python_impute(trained, tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from keras_vae.export import signatures
+
+    model, _, x_holes, _ = trained
+    path = kv.export.saved_model(model, str(tmp_path / "vae"), version=1)
+    sigs = kv.export.read_signatures(path)
+    assert sigs["impute"]["inputs"] == {"x": ("float32", (-1, 6)), "mask": ("bool", (-1, 6))}
+    test = x_holes[300:340]
+    mask = ~np.isnan(test)
+    served = tf.saved_model.load(path).signatures["impute"](
+        x=tf.constant(np.nan_to_num(test, nan=-7.0)), mask=tf.constant(mask))["x"].numpy()
+    expected = kv.impute(model, test, mask, method="importance",
+                         num_samples=signatures.IMPUTE_SAMPLES, seed=signatures.IMPUTE_SEED)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    np.testing.assert_array_equal(served[mask], test[mask])
+    names = {prediction_log_pb2.PredictionLog.FromString(r.numpy())
+             .predict_log.request.model_spec.signature_name
+             for r in tf.data.TFRecordDataset(f"{path}/{kv.export.WARMUP_FILE}")}
+    assert "impute" in names
+
+
+def test_a_complete_data_model_exports_no_impute_signature():
+    from keras_vae.export import signatures
+
+    model = kv.VAE(kv.MLPEncoder(2, hidden=(8,)),
+                   kv.MLPDecoder((6,), hidden=(8,), likelihood="gaussian"))
+    assert "impute" not in signatures.signature_specs(model)
+    assert "impute" in signatures.signature_specs(_miwae_model())
