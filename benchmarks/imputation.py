@@ -109,7 +109,8 @@ def imputation_benchmark(repetitions=5, steps=3000, num_samples=10_000, rate=0.5
                 rows.append({"table": name, "rep": rep, "method": label, "rmse": rmse,
                              "seconds": seconds})
             log(f"{name} rep {rep}: " + ", ".join(
-                f"{r['method']} {r['rmse']:.3f}" for r in rows[-len(results):]))
+                f"{r['method']} {r['rmse']:.3f} ({r['seconds']:.0f} s)"
+                for r in rows[-len(results):]))
     return rows
 
 
@@ -149,7 +150,7 @@ def anomaly_benchmark(steps=3000, rate=0.2, seed=0, num_samples=1000, log=print)
             rows.append({"missing": missing_rate, "method": label,
                          "auc": roc_auc(s, is_anomaly), "seconds": time.perf_counter() - t})
         log(f"anomaly missing={missing_rate}: " + ", ".join(
-            f"{r['method']} {r['auc']:.3f}" for r in rows[-3:]))
+            f"{r['method']} {r['auc']:.3f} ({r['seconds']:.0f} s)" for r in rows[-3:]))
     return rows
 
 
