@@ -35,6 +35,7 @@ tfd = tfp.distributions
 __all__ = [
     "prior_distribution",
     "require_prior",
+    "allows_missing",
     "encode",
     "decode",
     "conditions",
@@ -94,9 +95,18 @@ def _call(layer, inputs, condition=None):
     return layer(inputs)
 
 
+def allows_missing(model):
+    """True for a model trained on incomplete data (`VAE(objective="miwae")`): NaN in its
+    inputs marks a missing entry."""
+    return bool(getattr(model, "allows_missing", False))
+
+
 def encode(model, x, condition=None):
     """`q(z|x)` (or `q(z|x, c)` given `condition [B, c]`) for a float32 batch
-    `x [B] + data_shape` (batch `[B]`, event `[d]`)."""
+    `x [B] + data_shape` (batch `[B]`, event `[d]`). For a model that allows
+    missing entries, NaN in `x` is filled first (`model.fill_missing`)."""
+    if allows_missing(model):
+        x = model.fill_missing(x)
     return _call(model.encoder, x, condition)
 
 
@@ -138,7 +148,8 @@ def check_inputs(model, x, name="x"):
     Uses `keras_vae.validation.data_array`: shape `(N,) + model.data_shape`
     when the model declares `data_shape` (otherwise any batch of real
     numbers), at least one example, values in the support of the decoder's
-    likelihood head when it has one.
+    likelihood head when it has one. NaN (a missing entry) is accepted for a
+    model that allows missing entries (`allows_missing(model)`).
 
     Args:
       model: the model.
@@ -156,7 +167,7 @@ def check_inputs(model, x, name="x"):
     data_shape = getattr(model, "data_shape", None)
     head = getattr(getattr(model, "decoder", None), "head", None)
     return validation.data_array(x, None if data_shape is None else tuple(data_shape),
-                                 head, name=name)
+                                 head, name=name, allow_missing=allows_missing(model))
 
 
 def reconstruct(model, x, batch_size=1000):

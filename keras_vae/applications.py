@@ -18,7 +18,13 @@ threshold(fpr) = (floor(fpr N) + 1)-th largest held-out normal score;  anomaly: 
 impute, method "mean"        : x_m <- E[p(x_m | z)],  z = E[q(z | x_o, x_m)]
 impute, method "pseudo_gibbs": z ~ q(z | x_o, x_m),  x_m ~ p(x_m | z);
                                returns the average of E[p(x_m | z)] over the last steps // 2 steps
+impute, method "importance"  : E[x_m | x_o] by self-normalised importance sampling, L samples
+impute, method "multiple"    : M completed copies by sampling-importance-resampling
+                               (see keras_vae.imputation)
 ```
+For a model trained on incomplete data (`VAE(objective="miwae")`) NaN marks
+a missing entry: the scores are then of the observed part (`"nll"`:
+-log p(x_o)), and `impute` needs no mask.
 
 Example:
 
@@ -26,14 +32,29 @@ Example:
 >>> threshold = select_threshold(normal_scores, false_positive_rate=0.05)
 >>> flagged = anomaly_scores(vae, x_new) > threshold
 >>> filled = impute(vae, x_with_holes, mask=observed, steps=50)
+>>> filled = impute(miwae_model, x_with_nan, num_samples=1000, method="importance")
 """
 
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import validation
-from keras_vae.access import batch_seed, cached_function, check_inputs, decode, encode, reconstruct
-from keras_vae.estimators import elbo_terms, log_likelihood
+from keras_vae import imputation, resources, validation
+from keras_vae.access import (
+    allows_missing,
+    batch_seed,
+    cached_function,
+    check_inputs,
+    decode,
+    encode,
+    reconstruct,
+    require_prior,
+)
+from keras_vae.estimators import (
+    elbo_terms,
+    log_likelihood,
+    resolve_chunk_size,
+    sample_width,
+)
 
 __all__ = [
     "SCORES",
@@ -47,7 +68,7 @@ __all__ = [
 ]
 
 SCORES = ("nll", "reconstruction_probability", "reconstruction_error")
-_IMPUTE_METHODS = ("mean", "pseudo_gibbs")
+_IMPUTE_METHODS = ("mean", "pseudo_gibbs", "importance", "multiple")
 
 
 # ------------------------------------------------------------ anomalies
@@ -57,7 +78,9 @@ def anomaly_scores(model, x, method="nll", num_samples=100, batch_size=100, seed
 
     Args:
       model: trained VAE (or autoencoder, for "reconstruction_error").
-      x: `[N] + data_shape` array.
+      x: `[N] + data_shape` array (NaN for missing entries allowed for a model
+        trained with `objective="miwae"`: the score is then of the observed
+        entries, e.g. -log p(x_o)).
       method: "nll" (negative importance-sampled log-likelihood, K =
         `num_samples`), "reconstruction_probability" (negative Monte Carlo
         reconstruction log-probability, L = `num_samples`), or
@@ -86,7 +109,8 @@ def anomaly_scores(model, x, method="nll", num_samples=100, batch_size=100, seed
                           batch_size=batch_size, seed=seed)["reconstruction"]
     x = check_inputs(model, x)
     recon = reconstruct(model, x, batch_size)
-    return np.sum((recon - x).astype("float64") ** 2, axis=tuple(range(1, x.ndim)))
+    # nansum: a missing entry (NaN, MIWAE models only) adds nothing
+    return np.nansum((recon - x).astype("float64") ** 2, axis=tuple(range(1, x.ndim)))
 
 
 def _scores(name, scores):
@@ -211,52 +235,145 @@ def _impute_function(model_ref, data_shape, steps, sample):
     return run
 
 
-def impute(model, x, mask, steps=50, method="mean", batch_size=500, seed=0, init=None):
-    """Fills the missing values of `x` by iterating encode/decode with observed values clamped.
+def _missing_mask(mask, x_raw):
+    """The observed mask: `~isnan(x)` when `mask` is None, else `mask` checked against NaN."""
+    nan = np.isnan(x_raw)
+    if mask is None:
+        if not nan.any():
+            raise ValueError("Nothing marks a missing value: give `mask` (True = observed) "
+                             "or NaN for the missing entries of `x`. Received: mask=None and "
+                             "x without NaN")
+        return ~nan
+    mask = _mask(mask, x_raw)
+    if (nan & mask).any():
+        raise ValueError("`x` holds NaN at entries `mask` marks as observed (True); mark "
+                         "them False or leave mask out. Received: "
+                         f"{int((nan & mask).sum())} such entries")
+    return mask
+
+
+def _importance_impute(model, x_enc, start, mask, method, num_samples, num_imputations,
+                       chunk_size, batch_size, seed):
+    """Batches of `keras_vae.imputation.importance_mean` / `importance_draws`."""
+    require_prior(model, f"impute(method={method!r})")
+    num_samples = resources.check_importance_samples(num_samples)
+    rows = min(batch_size, len(start))
+    num_dims = int(np.prod(start.shape[1:]))
+    width = max(sample_width(model, num_dims), num_imputations or 1)
+    chunk = resolve_chunk_size(chunk_size, num_samples, rows, width)
+    resources.check_memory(
+        f"one chunk of impute(method={method!r})",
+        resources.estimate_loglik_chunk_bytes(chunk, rows, width,
+                                              tuple(getattr(model.decoder, "hidden", ()))),
+        "lower batch_size or chunk_size", chunk_size=chunk, batch_size=batch_size,
+        num_samples=num_samples)
+    data_shape = tuple(start.shape[1:])
+    signature = [tf.TensorSpec((None,) + data_shape, tf.float32),
+                 tf.TensorSpec((None,) + data_shape, tf.float32),
+                 tf.TensorSpec((None,) + data_shape, tf.bool), tf.TensorSpec([2], tf.int32)]
+
+    def build(model_ref):
+        if method == "importance":
+            def run(xe, xb, mb, sb):
+                return imputation.importance_mean(model_ref(), xb, mb, sb, num_samples, chunk,
+                                                  x_encoder=xe)
+        else:
+            def run(xe, xb, mb, sb):
+                return imputation.importance_draws(model_ref(), xb, mb, sb, num_samples,
+                                                   num_imputations, chunk, x_encoder=xe)
+        return tf.function(run, input_signature=signature)
+
+    run = cached_function(model, ("impute", method, data_shape, num_samples, chunk,
+                                  num_imputations), build)
+    out = [run(x_enc[s:s + batch_size], start[s:s + batch_size], mask[s:s + batch_size],
+               batch_seed(seed, i)).numpy()
+           for i, s in enumerate(range(0, len(start), batch_size))]
+    return np.concatenate(out, axis=0 if method == "importance" else 1)
+
+
+def impute(model, x, mask=None, steps=50, method=None, batch_size=500, seed=0, init=None,
+           num_samples=1000, num_imputations=5, chunk_size=None):
+    """Fills the missing values of `x` with a trained model.
 
     Args:
-      model: trained VAE (any model with `.encoder`, `.decoder`).
-      x: `[N] + data_shape` array; values under `~mask` are ignored (may be
-        anything finite, e.g. 0).
+      model: trained VAE (any model with `.encoder`, `.decoder`; "importance"
+        and "multiple" also need a prior and a likelihood that factorises
+        over entries).
+      x: `[N] + data_shape` array; NaN or the entries under `~mask` are missing.
       mask: booleans broadcastable to `x`: **True where the value is
-        observed**, False where it is missing and must be filled.
-      steps: number of encode/decode iterations (>= 1).
-      method: "mean" (deterministic fixed-point iteration) or "pseudo_gibbs"
-        (sampled chain, Rao-Blackwellised average of the last steps // 2).
+        observed**, False where it is missing and must be filled. Optional
+        when the missing entries of `x` are NaN (then `mask = ~isnan(x)`).
+      steps: encode/decode iterations of "mean" and "pseudo_gibbs" (>= 1).
+      method: "mean" (deterministic fixed-point iteration), "pseudo_gibbs"
+        (sampled chain, Rao-Blackwellised average of the last steps // 2),
+        "importance" (E[x_m | x_o] by self-normalised importance sampling
+        with L = `num_samples`, Mattei & Frellsen 2019) or "multiple"
+        (`num_imputations` completed copies by sampling-importance-
+        resampling). Default: "importance" for a model trained with
+        `objective="miwae"`, else "mean".
       batch_size: examples per batch.
-      seed: integer seed ("pseudo_gibbs" only).
+      seed: integer seed (all but "mean"); the same seed and batch size give
+        the same numbers.
       init: starting values for the missing entries (array like `x`);
-        default `mean_fill(x, mask)`.
+        default `mean_fill(x, mask)`. For "importance"/"multiple" it is what
+        the encoder of a complete-data model sees in the missing entries (a
+        MIWAE model's encoder sees `encoder.missing_fill` instead).
+      num_samples: L importance samples per example ("importance", "multiple").
+      num_imputations: M copies ("multiple").
+      chunk_size: samples decoded at once (memory O(chunk x batch x D)); default
+        the largest within 2**22 floats per tensor. "importance" does not
+        depend on it.
 
     Returns:
-      float32 array like `x`: observed values unchanged, missing ones imputed.
+      an array like `x` (float32, or the float dtype of `x`): every observed
+      entry bit for bit as given, every missing one imputed; for
+      "multiple", shape `[M, N] + data_shape`.
 
     Raises:
-      ValueError / TypeError: bad mask, method, steps or data.
+      ValueError / TypeError: bad mask, method, steps, sample counts or data;
+        NaN under an observed entry of `mask`.
 
     Example:
       >>> observed = np.ones(x.shape, bool); observed[:, 4:] = False   # hide the bottom half
       >>> filled = impute(vae, x, observed, steps=50)
+      >>> filled = impute(miwae_vae, x_with_nan, num_samples=1000, method="importance")
     """
+    if method is None:
+        method = "importance" if allows_missing(model) else "mean"
     if method not in _IMPUTE_METHODS:
         raise ValueError(f"`method` must be one of {_IMPUTE_METHODS}. "
                          f"Received: method={method!r}")
     steps = validation.positive_int("steps", steps)
     batch_size = validation.batch_size(batch_size)
-    x_raw = np.asarray(x.numpy() if isinstance(x, tf.Tensor) else x, "float32")
-    mask = _mask(mask, x_raw)
+    if method == "multiple":
+        num_imputations = validation.positive_int("num_imputations", num_imputations,
+                                                  maximum=10_000)
+    x_given = x.numpy() if isinstance(x, tf.Tensor) else np.asarray(x)
+    if x_given.dtype == object or x_given.dtype.kind not in "biuf":
+        raise TypeError(f"Expected `x` to hold real numbers. Received: x.dtype={x_given.dtype}")
+    x_raw = x_given.astype("float32")
+    mask = _missing_mask(mask, x_raw)
     start = mean_fill(x_raw, mask) if init is None else np.where(
         mask, x_raw, np.asarray(init, "float32"))
     start = check_inputs(model, start)
-    sample = method == "pseudo_gibbs"
-
-    run = cached_function(
-        model, ("impute", start.shape[1:], steps, method),
-        lambda ref: _impute_function(ref, start.shape[1:], steps, sample))
-    out = [run(start[s:s + batch_size], mask[s:s + batch_size],
-               batch_seed(seed, i)).numpy()
-           for i, s in enumerate(range(0, len(start), batch_size))]
-    return np.concatenate(out).astype("float32")
+    mask = np.ascontiguousarray(mask)
+    if method in ("importance", "multiple"):
+        x_enc = np.where(mask, start, np.nan).astype("float32") if (
+            allows_missing(model) and init is None) else start
+        filled = _importance_impute(model, x_enc, start, mask, method, num_samples,
+                                    num_imputations if method == "multiple" else None,
+                                    chunk_size, batch_size, seed)
+    else:
+        sample = method == "pseudo_gibbs"
+        run = cached_function(
+            model, ("impute", start.shape[1:], steps, method),
+            lambda ref: _impute_function(ref, start.shape[1:], steps, sample))
+        filled = np.concatenate([
+            run(start[s:s + batch_size], mask[s:s + batch_size], batch_seed(seed, i)).numpy()
+            for i, s in enumerate(range(0, len(start), batch_size))])
+    dtype = x_given.dtype if x_given.dtype.kind == "f" else np.dtype("float32")
+    # observed entries come from the caller's array itself: bit for bit unchanged
+    return np.where(mask, x_given.astype(dtype, copy=False), filled.astype(dtype))
 
 
 def imputation_error(x_true, x_imputed, mask):

@@ -108,6 +108,9 @@ class BaseAutoencoder(AutoExecution, keras.Model):
     """
 
     _nested = ("encoder", "decoder")
+    # True for models trained on incomplete data (VAE(objective="miwae")): NaN in
+    # the data marks a missing entry, the encoder sees it as `encoder.missing_fill`.
+    allows_missing = False
 
     def __init__(self, encoder, decoder, corruption=None, corruption_rate=0.25,
                  corruption_stddev=0.1, seed=0, input_key=None, **kwargs):
@@ -142,7 +145,8 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         self._trackers = {n: keras.metrics.Mean(name=n) for n in metric_names}
         # Not an attribute Keras tracks: it is no model state, never saved.
         object.__setattr__(self, "_data_guard",
-                           validation.DataGuard(getattr(self.decoder.head, "support", None)))
+                           validation.DataGuard(getattr(self.decoder.head, "support", None),
+                                                allow_missing=self.allows_missing))
         self.build((None,) + self.data_shape)
 
     def build(self, input_shape=None):
@@ -206,6 +210,15 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         counter = -1 - fingerprint
         base = tf.fill(tf.shape(counter), tf.constant(self.seed, tf.int64))
         return tf.cast(tf.stack([base, counter], axis=1), tf.int32)
+
+    def fill_missing(self, x):
+        """`x` with NaN (missing entries) replaced by `encoder.missing_fill` (default 0.0,
+        as in MIWAE); `x` itself for a model that does not allow missing entries."""
+        if not self.allows_missing:
+            return x
+        x = tf.cast(x, tf.float32)
+        fill = tf.cast(getattr(self.encoder, "missing_fill", 0.0), tf.float32)
+        return tf.where(tf.math.is_nan(x), tf.broadcast_to(fill, tf.shape(x)), x)
 
     def encoder_input(self, x, training, seed):
         """What the encoder sees: `x`, or a corrupted copy while training a denoising model.
@@ -274,7 +287,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         return list(self._trackers.values())
 
     def call(self, x, training=False):
-        return self.decoder(self.encoder(x, training=training).mean(),
+        return self.decoder(self.encoder(self.fill_missing(x), training=training).mean(),
                             training=training).mean()
 
     # -------------------------------------------------- Keras entry points
@@ -285,10 +298,10 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         if isinstance(x, types.GeneratorType):
             first, x = validation.peek_stream(x)
             validation.check_first_batch(first, self.data_shape, self.decoder.head, name,
-                                         self.input_key)
+                                         self.input_key, self.allows_missing)
             return x
         validation.check_data(x, self.data_shape, self.decoder.head, name=name,
-                              input_key=self.input_key)
+                              input_key=self.input_key, allow_missing=self.allows_missing)
         return x
 
     def _check_validation(self, validation_data):
@@ -367,7 +380,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
     def encode(self, x):
         """`q(z|x)`: batch shape `[B]`, event shape `[latent_dim]`."""
         x = validation.select_input(self._check(x), self.input_key)
-        return self.encoder(tf.cast(x, tf.float32), training=False)
+        return self.encoder(self.fill_missing(tf.cast(x, tf.float32)), training=False)
 
     def decode(self, z):
         """`p(x|z)`: batch shape `z.shape[:-1]`, event shape `data_shape`."""

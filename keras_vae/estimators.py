@@ -2,7 +2,9 @@
 
 `log_likelihood` is the importance-sampled IWAE-K estimate of log p(x) with
 the encoder as proposal; `elbo_terms` gives the ELBO, its reconstruction
-term and the KL. Both need a model with a prior (see `keras_vae.access` for
+term and the KL. For a model trained on incomplete data (`objective="miwae"`)
+NaN marks a missing entry and both estimate the observed part: log p(x_o).
+Both need a model with a prior (see `keras_vae.access` for
 what a model must expose), take numpy arrays `[N] + data_shape` and return
 float64 numpy arrays `[N]`.
 
@@ -38,6 +40,7 @@ import tensorflow as tf
 
 from keras_vae import flows, objectives, resources, validation
 from keras_vae.access import (
+    allows_missing,
     batch_seed,
     cached_function,
     check_inputs,
@@ -168,6 +171,9 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size, condition_w
         hook = weights_hook(model)
         posterior = None if hook else encode(model, x, condition)
         prior = prior_distribution(model)
+        mask = None
+        if allows_missing(model):  # log p(x_o): the observed entries only
+            mask, x = objectives.observed_mask(x)
 
         # A flow posterior: draw its base, push the stacked draws through the flow once
         # (log q then comes from the bijector cache, not the sequential inverse).
@@ -188,7 +194,8 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size, condition_w
                               parallel_iterations=16)                     # [C, B, d]
                 z = z if flow is None else flow.forward(z)
                 log_w, _ = objectives.log_importance_weights(
-                    x, posterior, lambda zz: decode(model, zz, condition), prior, z)  # [C, B]
+                    x, posterior, lambda zz: decode(model, zz, condition), prior, z,
+                    mask=mask)                                                 # [C, B]
             log_w = tf.where((ks < num_samples)[:, None], log_w, -np.inf)  # pad of last chunk
             chunk_lse = objectives.iwae_bound(log_w) + log_chunk          # logsumexp, [B]
             return j + 1, tf.reduce_logsumexp(tf.stack([acc, chunk_lse]), axis=0)
@@ -340,9 +347,12 @@ def elbo_terms(model, x, num_samples=1, batch_size=500, seed=0, y=None):
                 rec = -tf.reduce_mean(log_px_z, axis=0)
                 elbo = tf.reduce_mean(log_w, axis=0)
                 return {"elbo": elbo, "reconstruction": rec, "kl": -elbo - rec}
-            out = objectives.elbo(xb, encode(model, xb, c), lambda z: decode(model, z, c),
+            posterior, mask = encode(model, xb, c), None
+            if allows_missing(model):
+                mask, xb = objectives.observed_mask(xb)
+            out = objectives.elbo(xb, posterior, lambda z: decode(model, z, c),
                                   prior_distribution(model), seed=s,
-                                  num_samples=num_samples, analytic_kl=analytic)
+                                  num_samples=num_samples, analytic_kl=analytic, mask=mask)
             return {k: out[k] for k in ("elbo", "reconstruction", "kl")}
         return tf.function(terms, input_signature=signature)
 

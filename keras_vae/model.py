@@ -28,6 +28,9 @@ class VAE(BaseAutoencoder):
     ```none
     loss = E_q(z|x)[-log p(x|z)] + beta * KL(q(z|x) || p(z))        objective="elbo"
     loss = -log 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x)                objective="iwae"
+    loss = -log 1/K sum_k p(x_o|z_k) p(z_k) / q(z_k|x_o)            objective="miwae"
+    (x_o: the observed entries, NaN = missing; the encoder sees NaN as
+     `encoder.missing_fill`, default 0.0; Mattei & Frellsen, 2019)
     z = mu(x) + sigma(x) * eps,  eps ~ N(0, I)                      (reparameterization)
     ```
     Values are summed over data and latent dimensions and averaged over the
@@ -49,7 +52,9 @@ class VAE(BaseAutoencoder):
         `model.beta` so callbacks such as `KLWarmup` can change it.
       num_samples: L Monte Carlo samples per example (K for "iwae").
       analytic_kl: closed-form KL where TFP has one; Monte Carlo otherwise.
-      objective: "elbo" or "iwae".
+      objective: "elbo", "iwae" or "miwae" (incomplete data: `fit`, `evaluate`,
+        `predict` and the estimators accept NaN for missing entries; needs a
+        likelihood that factorises over entries).
       free_bits: nats per latent dimension below which KL is not penalised.
       seed: integer base of the stateless noise seeds.
       corruption, corruption_rate, corruption_stddev: denoising training, see
@@ -99,20 +104,24 @@ class VAE(BaseAutoencoder):
         self.analytic_kl = bool(analytic_kl)
         self.objective = objective
         self.free_bits = validation.non_negative_float("free_bits", free_bits)
-        if objective == "iwae" and self.free_bits:
+        if objective != "elbo" and self.free_bits:
             raise ValueError(
                 "free_bits applies to the 'elbo' objective only. "
-                f"Received: objective='iwae', free_bits={free_bits!r}"
+                f"Received: objective={objective!r}, free_bits={free_bits!r}"
             )
+        self.allows_missing = objective == "miwae"
         self._initial_beta = validation.non_negative_float("beta", beta)
         self.beta = self.add_weight(
             name="beta", shape=(), dtype="float32", trainable=False,
             initializer=keras.initializers.Constant(self._initial_beta),
         )
         names = ["loss", "elbo", "reconstruction", "kl", "beta"]
-        if objective == "iwae":
-            names.append("iwae")
+        if objective != "elbo":
+            names.append(objective)
         self._finish_init(names)
+        if self.allows_missing:  # refuse a non-factorising likelihood now, not at fit
+            objectives.check_factorises(
+                self.decoder(tf.zeros((1, self.latent_dim)), training=False))
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -139,8 +148,10 @@ class VAE(BaseAutoencoder):
             seed = self.noise_seed(True)
         elif seed is None:  # evaluation: noise per example, whatever the batch size
             seed = self.example_seeds(x)
-        objective = objectives.elbo if self.objective == "elbo" else objectives.iwae
-        posterior = self.encoder(self.encoder_input(x, training, seed), training=training)
+        objective = {"elbo": objectives.elbo, "iwae": objectives.iwae,
+                     "miwae": objectives.miwae}[self.objective]
+        posterior = self.encoder(self.encoder_input(self.fill_missing(x), training, seed),
+                                 training=training)
         return objective(
             x, posterior,
             lambda z: self.decoder(z, training=training), self.prior.distribution(),

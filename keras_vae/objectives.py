@@ -17,6 +17,10 @@ KL (Monte Carlo): 1/L sum_l [log q(z_l|x) - log p(z_l)]
 IWAE_K(x) = log 1/K sum_k w_k,  w_k = p(x|z_k) p(z_k) / q(z_k|x)
            (ELBO = IWAE_1 <= IWAE_K <= log p(x))
 free bits (Kingma et al., 2016): KL term = sum_d max(E_batch KL_d, lambda)
+MIWAE_K(x) (Mattei & Frellsen, 2019), incomplete x with mask m (1 = observed):
+           log p(x_o|z) = sum_i m_i log p(x_i|z)   (a likelihood factorising over entries)
+           MIWAE_K(x) = log 1/K sum_k p(x_o|z_k) p(z_k) / q(z_k|x_o),  z_k ~ q(z|x_o)
+           <= log p(x_o); the encoder sees missing entries filled with a constant
 ```
 """
 
@@ -36,12 +40,17 @@ __all__ = [
     "iwae_bound",
     "elbo",
     "iwae",
+    "miwae",
+    "observed_mask",
+    "entry_log_prob",
+    "masked_log_prob",
+    "check_factorises",
     "bits_per_dim",
     "reconstruction_objective",
     "OBJECTIVES",
 ]
 
-OBJECTIVES = ("elbo", "iwae")
+OBJECTIVES = ("elbo", "iwae", "miwae")
 
 
 def _analytic_kl(posterior, prior):
@@ -102,13 +111,76 @@ def kl_per_dimension(posterior, prior):
     return tfd.kl_divergence(q, p)
 
 
-def log_importance_weights(x, posterior, likelihood_fn, prior, z, beta=1.0):
+def observed_mask(x):
+    """`(mask, x_filled)` of a batch with NaN for missing entries.
+
+    `mask` is True where `x` is observed (not NaN), `x_filled` is `x` with 0
+    in place of NaN (a finite value every log_prob accepts; it is masked out).
+    Infinity counts as observed: the data checks refuse it before this point.
+    """
+    x = tf.convert_to_tensor(x)
+    mask = tf.logical_not(tf.math.is_nan(x))
+    return mask, tf.where(mask, x, tf.zeros_like(x))
+
+
+def entry_log_prob(likelihood, x):
+    """The un-reduced log-probability of each entry, shape `batch_shape + event_shape`.
+
+    A likelihood may define `per_entry_log_prob(x)` itself (e.g. a mixed-type
+    head, one value per column); otherwise it must be a `tfd.Independent` over
+    a distribution with scalar events (every head of `keras_vae.likelihoods`),
+    whose `.distribution.log_prob` gives the entries.
+
+    Raises:
+      ValueError: for a likelihood that does not factorise over entries.
+    """
+    if hasattr(likelihood, "per_entry_log_prob"):
+        return likelihood.per_entry_log_prob(x)
+    check_factorises(likelihood)
+    return likelihood.distribution.log_prob(x)
+
+
+def check_factorises(likelihood):
+    """Raises ValueError unless `likelihood` factorises over the entries of its event."""
+    if hasattr(likelihood, "per_entry_log_prob"):
+        return
+    base = getattr(likelihood, "distribution", None)
+    if not (isinstance(likelihood, tfd.Independent) and base is not None
+            and base.event_shape.rank == 0):
+        raise ValueError(
+            "Training or scoring with missing entries needs a likelihood that factorises "
+            "over the data entries (a tfd.Independent over scalar distributions, or one "
+            "with per_entry_log_prob), so missing entries can be left out of log p(x|z). "
+            f"Received: a likelihood of type {type(likelihood).__name__}"
+            + (f" over {type(base).__name__} with event shape {base.event_shape}"
+               if base is not None else ""))
+
+
+def masked_log_prob(likelihood, x, mask=None):
+    """`log p(x_o|z) = sum_i m_i log p(x_i|z)`, shape `batch_shape`; `likelihood.log_prob(x)`
+    when `mask` is None.
+
+    Args:
+      likelihood: `p(x|z)`, batch shape `[...]`, event shape = data shape.
+      x: `[B] + event_shape`, finite (missing entries filled with any value).
+      mask: None, or booleans / 0-1 floats like `x`, 1 where observed.
+    """
+    if mask is None:
+        return likelihood.log_prob(x)
+    entries = entry_log_prob(likelihood, x)
+    mask = tf.cast(mask, entries.dtype)
+    event_rank = len(likelihood.event_shape)
+    return tf.reduce_sum(entries * mask, axis=list(range(-event_rank, 0)))
+
+
+def log_importance_weights(x, posterior, likelihood_fn, prior, z, beta=1.0, mask=None):
     """`log w = log p(x|z) + beta * (log p(z) - log q(z|x))`, shape `[K, B]`.
 
     Also returns `log p(x|z)` (shape `[K, B]`) so callers can report the
-    reconstruction term without decoding twice.
+    reconstruction term without decoding twice. With `mask` (True where
+    observed) `log p(x|z)` is `log p(x_o|z)`, the sum over observed entries.
     """
-    log_px_z = likelihood_fn(z).log_prob(x)
+    log_px_z = masked_log_prob(likelihood_fn(z), x, mask)
     log_w = log_px_z + beta * (prior.log_prob(z) - posterior.log_prob(z))
     return log_w, log_px_z
 
@@ -131,7 +203,7 @@ def _kl_for_loss(posterior, prior, kl, free_bits):
 
 
 def elbo(x, posterior, likelihood_fn, prior, *, seed, num_samples=1,
-         analytic_kl=True, beta=1.0, free_bits=0.0):
+         analytic_kl=True, beta=1.0, free_bits=0.0, mask=None):
     """The (beta-weighted) ELBO estimated with `num_samples` reparameterized draws.
 
     Args:
@@ -142,6 +214,8 @@ def elbo(x, posterior, likelihood_fn, prior, *, seed, num_samples=1,
       analytic_kl: closed-form KL when available, else Monte Carlo.
       beta: weight of the KL term in the loss (scalar, may be a variable).
       free_bits: lambda in nats per latent dimension (0 disables).
+      mask: None, or booleans like `x` (True = observed): the reconstruction
+        term then sums over observed entries only (`x` finite under the mask).
 
     Returns:
       dict with per-example tensors `[B]`: `elbo` (nats, <= log p(x)),
@@ -149,7 +223,7 @@ def elbo(x, posterior, likelihood_fn, prior, *, seed, num_samples=1,
       = mean(reconstruction) + beta * KL term.
     """
     z = reparameterized_sample(posterior, num_samples, seed)
-    log_px_z = likelihood_fn(z).log_prob(x)            # [L, B]
+    log_px_z = masked_log_prob(likelihood_fn(z), x, mask)  # [L, B]
     reconstruction = -tf.reduce_mean(log_px_z, axis=0)  # [B]
     kl = kl_divergence(posterior, prior, z=z, analytic=analytic_kl)
     loss = tf.reduce_mean(reconstruction) + beta * _kl_for_loss(
@@ -181,6 +255,46 @@ def iwae(x, posterior, likelihood_fn, prior, *, seed, num_samples=5,
     kl = kl_divergence(posterior, prior, z=z, analytic=analytic_kl)
     return {"loss": -tf.reduce_mean(bound), "elbo": -(reconstruction + kl),
             "reconstruction": reconstruction, "kl": kl, "iwae": bound}
+
+
+def miwae(x, posterior, likelihood_fn, prior, *, seed, num_samples=5,
+          analytic_kl=True, beta=1.0, free_bits=0.0, mask=None):
+    """The missing-data importance-weighted bound MIWAE_K (Mattei & Frellsen, 2019).
+
+    Args:
+      x: data `[B] + event_shape` with NaN for missing entries (or finite `x`
+        and `mask`).
+      posterior: `q(z|x_o)`, computed by the caller from `x` with missing
+        entries filled (the model fills them with `encoder.missing_fill`).
+      likelihood_fn, prior, seed, analytic_kl, beta: as for `iwae`.
+      num_samples: K.
+      free_bits: must be 0.
+      mask: None (observed = not NaN) or booleans like `x`, True where observed.
+
+    Returns:
+      dict like `iwae`: `loss` = -mean(MIWAE_K), per-example `miwae` (the
+      bound, <= log p(x_o)), and `elbo`, `reconstruction` (over observed
+      entries), `kl` from the same K samples. With every entry observed,
+      MIWAE_K equals IWAE_K.
+
+    Raises:
+      ValueError: free_bits given; a likelihood that does not factorise.
+    """
+    if free_bits:
+        raise ValueError(
+            "free_bits applies to the 'elbo' objective only. "
+            f"Received: objective='miwae', free_bits={free_bits!r}"
+        )
+    nan_mask, x = observed_mask(x)
+    mask = nan_mask if mask is None else tf.logical_and(tf.cast(mask, tf.bool), nan_mask)
+    z = reparameterized_sample(posterior, num_samples, seed)
+    log_w, log_px_z = log_importance_weights(x, posterior, likelihood_fn, prior, z, beta,
+                                             mask=mask)
+    bound = iwae_bound(log_w)
+    reconstruction = -tf.reduce_mean(log_px_z, axis=0)
+    kl = kl_divergence(posterior, prior, z=z, analytic=analytic_kl)
+    return {"loss": -tf.reduce_mean(bound), "elbo": -(reconstruction + kl),
+            "reconstruction": reconstruction, "kl": kl, "miwae": bound}
 
 
 def bits_per_dim(nats, num_dims):

@@ -19,6 +19,7 @@ module imports nothing of keras_vae, so every other module may use it.
 
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -257,14 +258,16 @@ def peek_stream(x):
     return first, again()
 
 
-def check_first_batch(element, data_shape, likelihood_head=None, name="x", input_key=None):
+def check_first_batch(element, data_shape, likelihood_head=None, name="x", input_key=None,
+                      allow_missing=False):
     """Checks one batch as a generator or PyDataset yields it: `x`, `(x, y)`, a dict."""
     _check_weights_absent(element, name)
     first = select_input(_spec_of_x(element), input_key, name)
-    data_array(first, data_shape, likelihood_head, f"{name} (first batch)")
+    data_array(first, data_shape, likelihood_head, f"{name} (first batch)", allow_missing)
 
 
-def check_data(x, data_shape, likelihood_head=None, name="x", input_key=None):
+def check_data(x, data_shape, likelihood_head=None, name="x", input_key=None,
+               allow_missing=False):
     """Validates data for a model whose examples have shape `data_shape`.
 
     Arrays and tensors: numeric dtype, shape `(batch,) + data_shape`, at least
@@ -274,7 +277,9 @@ def check_data(x, data_shape, likelihood_head=None, name="x", input_key=None):
     dict elements through `select_input`) and the values of the first batch,
     read eagerly. `PyDataset`s: their first batch (`x[0]`). Generators must be
     peeked by the caller (`peek_stream`) and their first batch checked. Later
-    batches are checked inside the model's steps.
+    batches are checked inside the model's steps. With `allow_missing` (a
+    model trained with `objective="miwae"`) NaN marks a missing entry and is
+    accepted; infinity is not, and the observed values must lie in the support.
 
     Raises:
       TypeError: wrong kind of input (None, strings, objects).
@@ -297,24 +302,46 @@ def check_data(x, data_shape, likelihood_head=None, name="x", input_key=None):
             )
         for element in x.take(1):
             first = select_input(_spec_of_x(element), input_key, name)
-            data_array(first, data_shape, likelihood_head, f"{name} (first batch)")
+            data_array(first, data_shape, likelihood_head, f"{name} (first batch)",
+                       allow_missing)
         return
     if isinstance(x, keras.utils.PyDataset):
         if x.num_batches is not None and x.num_batches == 0:
             raise ValueError(f"Expected at least one batch. Received: {name} of length 0")
-        check_first_batch(x[0], data_shape, likelihood_head, name, input_key)
+        check_first_batch(x[0], data_shape, likelihood_head, name, input_key, allow_missing)
         return
     if _is_stream(x):
         return
     x = select_input(x, input_key, name)
-    data_array(x, data_shape, likelihood_head, name)
+    data_array(x, data_shape, likelihood_head, name, allow_missing)
 
 
-def data_array(x, data_shape=None, likelihood_head=None, name="x"):
+def _observed_view(arr, name):
+    """`arr` with each NaN replaced by an observed value of its own column (for the
+    support check); ValueError for infinity or when no value is observed."""
+    if np.isinf(arr).any():
+        raise ValueError(f"`{name}` must be finite where observed (NaN marks a missing "
+                         f"entry). Received: {name} with {int(np.isinf(arr).sum())} "
+                         "infinite values")
+    missing = np.isnan(arr)
+    if missing.all():
+        raise ValueError(f"Expected at least one observed (non-NaN) value. Received: "
+                         f"{name} with every entry missing")
+    if not missing.any():
+        return arr
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        column = np.nanmin(arr, axis=0)
+    column = np.where(np.isnan(column), arr[~missing][0], column)
+    return np.where(missing, column[None], arr)
+
+
+def data_array(x, data_shape=None, likelihood_head=None, name="x", allow_missing=False):
     """Checks an array-like batch (see `check_data`) and returns it as float32 numpy.
 
     With `data_shape=None` only a finite real array with a batch axis and at
-    least one example is required.
+    least one example is required. With `allow_missing`, NaN entries (missing
+    values) are accepted and kept; the observed values are checked.
     """
 
     if x is None or isinstance(x, dict) or _is_dataset(x) or _is_stream(x):
@@ -346,9 +373,12 @@ def data_array(x, data_shape=None, likelihood_head=None, name="x"):
             f"data in [0, 1], but `{name}` holds integers up to {arr.max()} (8-bit pixels?): "
             f"scale to [0, 1] (divide by 255), or choose a Gaussian likelihood. "
             f"Received: {name}.dtype={arr.dtype}, min={arr.min()}, max={arr.max()}")
+    checked = arr
+    if allow_missing and np.issubdtype(arr.dtype, np.floating):
+        checked = _observed_view(arr, name)
     if likelihood_head is not None and hasattr(likelihood_head, "check_support"):
-        likelihood_head.check_support(arr, name=name)
-    elif np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        likelihood_head.check_support(checked, name=name)
+    elif np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(checked)):
         raise ValueError(f"`{name}` must be finite. Received: {name} with NaN or Inf")
     return arr.astype("float32", copy=False)
 
@@ -450,16 +480,26 @@ class DataGuard(keras.metrics.Metric):
     Updated inside `train_step`/`test_step`/`predict_step` (two reductions
     and a compare per batch); read from Python after an epoch, `evaluate`
     or `predict`, which then raise one clear ValueError.
+
+    With `allow_missing` (a MIWAE model) NaN is a missing entry, not a bad
+    value: only infinity counts as non-finite, and the support check reads
+    the observed entries.
     """
 
-    def __init__(self, support=None, name="data_guard"):
+    def __init__(self, support=None, name="data_guard", allow_missing=False):
         super().__init__(name=name)
         self.support = None if support is None else tuple(float(v) for v in support)
+        self.allow_missing = bool(allow_missing)
         self.counts = self.add_variable(shape=(3, 2), initializer="zeros", name="counts")
 
     def update_state(self, x, row):
         x = tf.cast(x, tf.float32)
-        nonfinite = tf.logical_not(tf.reduce_all(tf.math.is_finite(x)))
+        if self.allow_missing:
+            nonfinite = tf.reduce_any(tf.math.is_inf(x))
+            if self.support is not None:
+                x = tf.where(tf.math.is_nan(x), tf.constant(self.support[0], tf.float32), x)
+        else:
+            nonfinite = tf.logical_not(tf.reduce_all(tf.math.is_finite(x)))
         if self.support is None:
             outside = tf.constant(False)
         else:
@@ -479,7 +519,8 @@ class DataGuard(keras.metrics.Metric):
             return
         problems = []
         if nonfinite:
-            problems.append(f"{nonfinite} batch{'es' if nonfinite > 1 else ''} with NaN or Inf")
+            what = "Inf" if self.allow_missing else "NaN or Inf"
+            problems.append(f"{nonfinite} batch{'es' if nonfinite > 1 else ''} with {what}")
         if outside:
             problems.append(
                 f"{outside} batch{'es' if outside > 1 else ''} with values outside "

@@ -26,6 +26,9 @@ sample                     n int32 [], seed int32 [2] -> z [n, latent_dim], x_me
                            seed=[s, 7] equals vae.sample(n, seed=s))
 encode                     x [B, *data_shape] -> z_mean, z_stddev [B, latent_dim]
 reconstruct                x [B, *data_shape] -> decode's outputs at z = z_mean
+impute                     x [B, *data_shape], mask bool [B, *data_shape] (True = observed)
+                           -> x with the missing entries imputed (objective="miwae" models
+                           only; importance sampling, L=1000, fixed seed)
 ```
 
 Version directories are written to a hidden temporary directory next to the
@@ -152,7 +155,8 @@ def _write_warmup(version_dir, model, names, model_name):
 
     examples = {"z": np.zeros((1, model.latent_dim), "float32"),
                 "x": np.zeros((1, *model.data_shape), "float32"),
-                "n": np.array(1, "int32"), "seed": np.array([0, 7], "int32")}
+                "n": np.array(1, "int32"), "seed": np.array([0, 7], "int32"),
+                "mask": np.ones((1, *model.data_shape), bool)}
     if getattr(model, "conditional", False):  # y: one label 0 (or a zero condition vector)
         examples["y"] = (np.zeros((1,), "int32") if getattr(model, "num_classes", None)
                          else np.zeros((1, model.condition_dim), "float32"))

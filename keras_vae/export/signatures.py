@@ -14,6 +14,13 @@ encoder, decoder and prior return (never re-implementing a head):
 `x_mean` is always the mean of `p(x|z)`, so clients have one uniform key (for
 the continuous Bernoulli it is *not* `sigmoid(logits)`).
 
+A model trained on incomplete data (`VAE(objective="miwae")`) also gets
+`impute(x, mask)` -> `x`: the missing entries (`mask` False) replaced by the
+importance-sampled conditional mean with `IMPUTE_SAMPLES` samples and the fixed
+seed `IMPUTE_SEED`, the same numbers as `kv.impute(model, x, mask,
+method="importance", num_samples=IMPUTE_SAMPLES, seed=IMPUTE_SEED)` for a
+request of at most `batch_size` (500) rows.
+
 `build_archive` wires these into a `keras.export.ExportArchive`, whose
 SavedModel the C++ loader (TF Serving, `saved_model_cli run`) can read; a
 plain `tf.Module` holding Keras 3 layers cannot (DESIGN section 5).
@@ -25,7 +32,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_vae import validation
+from keras_vae import imputation, validation
+from keras_vae.access import allows_missing, batch_seed
 
 tfd = tfp.distributions
 
@@ -48,9 +56,15 @@ __all__ = [
     "condition_of",
     "condition_spec",
     "export_model",
+    "impute_outputs",
+    "IMPUTE_SAMPLES",
+    "IMPUTE_SEED",
 ]
 
 PARTS = ("decoder", "encoder")
+IMPUTE_SAMPLES = 1000   # importance samples L of the `impute` signature
+IMPUTE_SEED = 0         # its seed: batch 0 of `kv.impute(..., seed=IMPUTE_SEED)`
+_IMPUTE_CHUNK = 100     # samples decoded at once (the estimate does not depend on it)
 
 
 def check_model(model, allow_untrained=False):
@@ -192,6 +206,14 @@ def sample_outputs(model, n, seed):
     seeds = tf.random.split(tf.cast(seed, tf.int32), 2)
     z = model.prior.distribution().sample(n, seed=seeds[0])
     return _as_float32({"z": z, "x_mean": model.decoder(z, training=False).mean()})
+
+
+def impute_outputs(model, x, mask):
+    """`impute` signature: `x [B] + data_shape` (any value where missing), `mask` bool like
+    `x` (True = observed) -> `x` float32 with the missing entries imputed (SNIS mean)."""
+    seed = batch_seed(IMPUTE_SEED, 0)
+    return {"x": imputation.importance_mean(model, x, mask, seed, IMPUTE_SAMPLES,
+                                            _IMPUTE_CHUNK)}
 
 
 def prior_from_noise(prior, n, latent_dim):
@@ -361,6 +383,10 @@ def signature_specs(model, parts=PARTS, sampler="stateless"):
         specs["encode"] = (lambda x: encode_outputs(model, x), [x_spec])
         if "decoder" in parts:
             specs["reconstruct"] = (lambda x: reconstruct_outputs(model, x), [x_spec])
+            if allows_missing(model) and sampler == "stateless" and prior_of(model):
+                specs["impute"] = (lambda x, mask: impute_outputs(model, x, mask),
+                                   [x_spec, _spec([None, *model.data_shape], tf.bool,
+                                                  "mask")])
     return specs
 
 
