@@ -86,7 +86,10 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
     reconstruction error per example at equal dimension; k=5 NN accuracy when
     `y` is given), and imputation of a random half of each example's values
     (`imputation_mse` vs `imputation_mse_mean_fill`, mean squared error on the
-    hidden values; see `keras_vae.applications.imputation_report`).
+    hidden values; see `keras_vae.applications.imputation_report`). Data with
+    missing entries (NaN, a MIWAE model) gets the likelihood numbers of the
+    observed entries and `num_missing_entries` instead of the PCA and
+    imputation numbers, which need complete rows.
 
     Args:
       model: trained VAE (or autoencoder).
@@ -156,6 +159,10 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
         nll = [-decode(model, z).log_prob(x[i * batch_size:(i + 1) * batch_size])
                for i, z in enumerate(q)]
         metrics["reconstruction"] = float(np.mean(np.concatenate(nll)))
+    missing = int(np.isnan(x).sum())
+    if missing:  # a MIWAE model's data with holes: PCA and hiding values need complete rows
+        metrics["num_missing_entries"] = missing
+        return metrics
     metrics.update(latent.latent_vs_pca(model, x, y, batch_size=max(batch_size, 500)))
     metrics.update(applications.imputation_report(model, x, seed=seed,
                                                   batch_size=max(batch_size, 500)))

@@ -329,7 +329,7 @@ class Encoder(keras.layers.Layer):
             return 0.0
         if not self.standardize.built:
             self.standardize.build((None, self.standardize.num_columns))
-        return keras.ops.convert_to_numpy(self.standardize.shift)
+        return keras.ops.convert_to_tensor(self.standardize.shift)  # also inside tf.function
 
     def call(self, x, condition=None, training=None):
         if self.standardize is not None:

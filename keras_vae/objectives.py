@@ -145,8 +145,12 @@ def check_factorises(likelihood):
     if hasattr(likelihood, "per_entry_log_prob"):
         return
     base = getattr(likelihood, "distribution", None)
-    if not (isinstance(likelihood, tfd.Independent) and base is not None
-            and base.event_shape.rank == 0):
+    # tfd.Independent over a distribution that is not a CompositeTensor (e.g. the
+    # tables' TableColumns) is TFP's `_Independent`, not an instance of tfd.Independent:
+    # recognise it by its attribute.
+    independent = isinstance(likelihood, tfd.Independent) or hasattr(
+        likelihood, "reinterpreted_batch_ndims")
+    if not (independent and base is not None and base.event_shape.rank == 0):
         raise ValueError(
             "Training or scoring with missing entries needs a likelihood that factorises "
             "over the data entries (a tfd.Independent over scalar distributions, or one "
@@ -168,9 +172,10 @@ def masked_log_prob(likelihood, x, mask=None):
     if mask is None:
         return likelihood.log_prob(x)
     entries = entry_log_prob(likelihood, x)
-    mask = tf.cast(mask, entries.dtype)
+    mask = tf.cast(mask, tf.bool)  # where, not a product: a filled entry may score -inf
     event_rank = len(likelihood.event_shape)
-    return tf.reduce_sum(entries * mask, axis=list(range(-event_rank, 0)))
+    return tf.reduce_sum(tf.where(mask, entries, tf.zeros_like(entries)),
+                         axis=list(range(-event_rank, 0)))
 
 
 def log_importance_weights(x, posterior, likelihood_fn, prior, z, beta=1.0, mask=None):

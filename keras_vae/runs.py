@@ -451,9 +451,10 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
     with _notes(verbose):
         model = build_model(config, x_train.shape[1:], num_classes, table=table,
                             x_train=x_train)
-    head = model.decoder.head
-    validation.check_data(x_train, model.data_shape, head, name="training data")
-    validation.check_data(x_test, model.data_shape, head, name="test data")
+    head, missing = model.decoder.head, bool(getattr(model, "allows_missing", False))
+    validation.check_data(x_train, model.data_shape, head, name="training data",
+                          allow_missing=missing)
+    validation.check_data(x_test, model.data_shape, head, name="test data", allow_missing=missing)
     os.makedirs(run_dir, exist_ok=True)
     with RunLock(run_dir):
         _check_run_dir(run_dir, overwrite, resume, locked=True)  # again, under the lock
@@ -856,15 +857,25 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False, label
 
 # ------------------------------------------------------------ tables: impute and score
 
-def impute_rows(model, x, multiple=None, seed=0):
-    """The imputation behind `keras-vae impute`: the one place to switch methods.
+# Importance samples per row behind `keras-vae impute` for a MIWAE table model, and the
+# resampled draws whose most frequent value fills a binary or categorical cell.
+IMPUTE_SAMPLES = 1000
+_MODE_DRAWS = 101
 
-    Today: `keras_vae.impute(model, x, mask, method="mean")` (encode/decode
-    fixed point, observed values clamped, missing ones starting at the column
-    means), and for `multiple=M` M pseudo-Gibbs chains (`method="pseudo_gibbs"`,
-    seeds `seed..seed+M-1`). With the MIWAE imputation available this becomes
-    `keras_vae.impute(model, x, num_samples=L, method="importance")` (and
-    `method="multiple"`).
+
+def impute_rows(model, x, multiple=None, seed=0):
+    """The imputation behind `keras-vae impute`: the one place that picks the method.
+
+    A model trained on incomplete data (`objective="miwae"`) imputes by
+    importance sampling (`keras_vae.impute(..., method="importance")`, L =
+    `IMPUTE_SAMPLES`): a numeric cell gets E[x_m | x_o]; a binary or categorical
+    cell, whose conditional mean is not one of its values, gets the most
+    frequent value of `_MODE_DRAWS` sampling-importance-resampling draws (an
+    estimate of its conditional mode). `multiple=M` gives M SIR copies
+    (`method="multiple"`). A complete-data model uses `method="mean"` (the
+    encode/decode fixed point, observed values clamped, missing ones starting
+    at the column means) and for `multiple=M` M pseudo-Gibbs chains (seeds
+    `seed..seed+M-1`).
 
     Args:
       x: float32 `[N, D]`, NaN = missing (user units).
@@ -874,12 +885,46 @@ def impute_rows(model, x, multiple=None, seed=0):
       `[N, D]`, or `[M, N, D]` with `multiple`; every observed entry unchanged.
     """
     from keras_vae.applications import impute
+    if getattr(model, "allows_missing", False):
+        if multiple is not None:
+            return impute(model, x, method="multiple", num_samples=IMPUTE_SAMPLES,
+                          num_imputations=multiple, seed=seed)
+        filled = impute(model, x, method="importance", num_samples=IMPUTE_SAMPLES, seed=seed)
+        kinds = getattr(model.decoder.head, "kinds", ("numeric",) * x.shape[1])
+        discrete = np.array([k != "numeric" for k in kinds])
+        holes = np.isnan(x) & discrete[None]
+        if holes.any():
+            draws = impute(model, x, method="multiple", num_samples=IMPUTE_SAMPLES,
+                           num_imputations=_MODE_DRAWS, seed=seed + 1)
+            filled[holes] = _most_frequent(draws)[holes]
+        return filled
     mask = np.isfinite(x)
     start = np.where(mask, x, _start_values(model, x)[None]).astype(np.float32)
     if multiple is None:
         return impute(model, start, mask, method="mean", init=start)
     return np.stack([impute(model, start, mask, method="pseudo_gibbs", seed=seed + i,
                             init=start) for i in range(multiple)])
+
+
+def _most_frequent(draws):
+    """Per cell, the most frequent value over the first axis of `draws [M, N, D]` (ties: the
+    smallest value)."""
+    ordered = np.sort(draws, axis=0)
+    m = ordered.shape[0]
+    best, best_count = ordered[0].copy(), np.zeros(ordered.shape[1:], int)
+    run = np.ones(ordered.shape[1:], int)
+    for i in range(1, m + 1):
+        if i < m:
+            same = ordered[i] == ordered[i - 1]
+        else:
+            same = np.zeros(ordered.shape[1:], bool)
+        ended = ~same
+        better = ended & (run > best_count)
+        best = np.where(better, ordered[i - 1], best)
+        best_count = np.where(better, run, best_count)
+        if i < m:
+            run = np.where(same, run + 1, 1)
+    return best
 
 
 def _start_values(model, x):

@@ -139,3 +139,50 @@ def test_train_on_a_bad_csv_is_one_line_and_exit_2(tmp_path, capsys, text, messa
     code, _, err = _run(["train", str(run), "--data", str(data), "--epochs", "1"], capsys)
     assert code == 2 and message in err and err.count("\n") == 1
     assert not run.exists()
+
+
+def test_miwae_table_run_trains_on_holes_imputes_and_scores_rows_with_holes(tmp_path, capsys):
+    """`--objective miwae` keeps the incomplete rows, imputes by importance sampling (valid
+    categories and binary values, observed cells as written) and scores rows with holes."""
+    data = tmp_path / "train.csv"
+    data.write_text(_table_text(200, seed=1, holes=0.2))
+    run = str(tmp_path / "run")
+    code, out, err = _run(["train", run, "--data", str(data), "--objective", "miwae",
+                           "--num-samples", "5", "--epochs", "3", "--latent-dim", "2",
+                           "--hidden", "16", "--batch-size", "32", "--eval-samples", "8",
+                           "--no-export", "--no-jit-compile", "--quiet"], capsys)
+    assert code == 0, err
+    assert "left out" not in out + err                      # no incomplete row was dropped
+    holes = tmp_path / "holes.csv"
+    holes.write_text("height,weight,smoker,colour\n180.0,,1,\n,55.5,,blue\n")
+    filled = tmp_path / "filled.csv"
+    code, _, err = _run(["impute", run, "--data", str(holes), "--out", str(filled)], capsys)
+    assert code == 0, err
+    rows = list(csv.reader(filled.open()))
+    assert rows[1][0] == "180.0" and rows[1][2] == "1" and rows[2][1:] != ["", "", ""]
+    assert rows[2][1] == "55.5" and rows[2][3] == "blue"
+    assert rows[1][3] in COLOURS and rows[2][2] in ("0", "1")
+    assert 30 < float(rows[1][1]) < 130 and 120 < float(rows[2][0]) < 220
+    # The numeric cells are the importance-sampling estimate E[x_m | x_o] of kv.impute.
+    import keras
+
+    import keras_vae as kv
+    from keras_vae import runs
+    model = keras.models.load_model(os.path.join(run, "model.keras"))
+    x = np.array([[180.0, np.nan, 1.0, np.nan], [np.nan, 55.5, np.nan, 0.0]], np.float32)
+    expected = kv.impute(model, x, method="importance", num_samples=runs.IMPUTE_SAMPLES)
+    np.testing.assert_allclose(float(rows[1][1]), expected[0, 1], rtol=1e-4)
+    np.testing.assert_allclose(float(rows[2][0]), expected[1, 0], rtol=1e-4)
+    scores = tmp_path / "scores.csv"
+    code, _, err = _run(["score", run, "--data", str(holes), "--out", str(scores),
+                         "--num-samples", "16"], capsys)
+    assert code == 0, err
+    got = list(csv.reader(scores.open()))
+    assert len(got) == 3 and all(np.isfinite(float(r[1])) for r in got[1:])
+
+
+def test_most_frequent_value_per_cell():
+    from keras_vae.runs import _most_frequent
+    draws = np.array([[[0.0, 2.0]], [[1.0, 2.0]], [[1.0, 0.0]], [[2.0, 0.0]], [[1.0, 2.0]]])
+    np.testing.assert_array_equal(_most_frequent(draws), [[1.0, 2.0]])
+    np.testing.assert_array_equal(_most_frequent(np.array([[[3.0]], [[1.0]]])), [[1.0]])
