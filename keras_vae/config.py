@@ -357,8 +357,8 @@ def _items(text):
 def _flag_value(option):
     """The argparse `type` of an option: text -> the JSON value it stands for."""
     def parse(text):
-        if option.nullable and text.lower() in ("none", "null", ""):
-            return None
+        if option.nullable and text.lower() in ("none", "null"):
+            return None  # not "": an empty value is a mistake (e.g. `--labels=$UNSET`)
         if option.kind in ("int", "count", "seed"):
             return int(text)  # argparse: "invalid int value: 'abc'"
         if option.kind in ("float", "nonneg", "fraction"):

@@ -324,12 +324,26 @@ class Encoder(keras.layers.Layer):
     @property
     def missing_fill(self):
         """What a missing input entry is filled with before the encoder sees it: the
-        standardisation's shift `[D]` (0 after standardising), or 0.0."""
+        standardisation's shift `[D]` (0 after standardising), or 0.0. Assigning a
+        number or a `[D]` array overrides it for this layer object (not saved with the
+        model; `None` restores the default)."""
+        override = getattr(self, "_missing_fill_override", None)
+        if override is not None:
+            return override
         if self.standardize is None:
             return 0.0
         if not self.standardize.built:
             self.standardize.build((None, self.standardize.num_columns))
         return keras.ops.convert_to_tensor(self.standardize.shift)  # also inside tf.function
+
+    @missing_fill.setter
+    def missing_fill(self, value):
+        if value is not None:
+            value = np.asarray(value, np.float32)
+            if not np.all(np.isfinite(value)):
+                raise ValueError("`missing_fill` must be finite. "
+                                 f"Received: missing_fill={value!r}")
+        self._missing_fill_override = value
 
     def call(self, x, condition=None, training=None):
         if self.standardize is not None:

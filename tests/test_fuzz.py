@@ -440,6 +440,9 @@ def _bad_value(option):
     if kind == "ints":
         return st.one_of(st.just([]), st.integers(1, 3), st.text(max_size=2),
                          st.lists(st.integers(max_value=0), min_size=1, max_size=2), null)
+    if kind == "names":  # column names: a list of distinct non-empty strings
+        return st.one_of(st.text(max_size=3), st.integers(), st.just([""]),
+                         st.just(["a", "a"]), st.lists(st.integers(), min_size=1, max_size=2))
     allowed = option.allowed()
     return st.one_of(st.text(max_size=2), st.lists(st.text(max_size=5).filter(
         lambda v: v not in allowed), min_size=1, max_size=2),
