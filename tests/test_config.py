@@ -195,3 +195,17 @@ def test_quiet_and_debug_are_accepted_before_and_after_the_subcommand(argv):
     args = cli.build_parser().parse_args(argv)
     assert getattr(args, "quiet", False) == ("--quiet" in argv)
     assert getattr(args, "debug", False) == ("--debug" in argv)
+
+
+@pytest.mark.parametrize("flag", ["--labels=", "--latent-dims=", "--corruption=", "--data-dir="])
+def test_an_empty_flag_value_is_refused_not_taken_for_none(tmp_path, capsys, flag):
+    """`--labels=$UNSET` is a mistake: exit 2 with one line, no run folder (only the words
+    none/null mean "no value")."""
+    run = tmp_path / "run"
+    try:
+        code = cli.main(["train", str(run), flag, "--epochs", "1"])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert not run.exists()
