@@ -10,7 +10,7 @@ export      artifact sizes, decoder latency at batch 1/256 per runtime
 quality     test log p(x) after a fixed budget: ELBO vs IWAE K=5 vs IWAE K=50
 conditional CVAE samples classified as the asked class; M2 accuracy with 100/1,000 labels
             vs an MLP on the labels alone and M1 (k-NN / logistic regression), digits and
-            Fashion-MNIST (about 30 min; --quick about 3 min)
+            Fashion-MNIST (about 22 min; --full 30 CVAE passes; --quick about 3 min)
 ```
 
 Everything runs in this one process; contestants are interleaved round by

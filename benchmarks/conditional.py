@@ -4,10 +4,11 @@ Two measurements, on digits (embedded, 1,497 train / 300 test 8x8 images) and
 Fashion-MNIST (60,000 / 10,000 28x28 images), run by `python -m benchmarks conditional`:
 
 1. `fidelity`: a `kv.ConditionalVAE` is trained on all training images with
-   their labels; a scikit-learn `MLPClassifier` (one hidden layer of 256 ReLU
-   units) trained on the *real* training images labels `sample(100, y=c)`
-   (likelihood means) for every class c. Reported: the share labelled c per
-   class, and the classifier's own accuracy on the real test images.
+   their labels; a judge, a Keras MLP (one hidden layer of 256 ReLU units)
+   trained on the *real* training images (early stopping on a 10% split of
+   them), labels `sample(100, y=c)` for every class c, both the likelihood
+   means and Bernoulli draws. Reported: the share labelled c per class, and
+   the judge's own accuracy on the real test images.
 2. `m2`: `kv.SemiSupervisedVAE` (M2, Kingma et al. 2014) with 100 and 1,000
    labels (balanced per class, `keras_vae.build.label_subset`, one subset per
    seed), 3 seeds, against (i) the same classifier architecture (Dense 256
@@ -20,9 +21,8 @@ Fashion-MNIST (60,000 / 10,000 28x28 images), run by `python -m benchmarks condi
 Budget (stated in the results): M2 evaluates the decoder for all 10 classes
 of every example, about 10x a VAE step, so Fashion-MNIST runs on a pool of
 `pool` training images (default 3,000, the labelled ones inside it), not the
-60,000, for 8 passes; its real-image classifier is trained on the first 20,000
-training images for 10 iterations (scikit-learn's MLP is slow on this shared
-machine). The labelled examples are repeated `r` times in the training stream
+60,000, for 8 passes; its CVAE trains 20 passes over the 60,000 (`full`: 30).
+The labelled examples are repeated `r` times in the training stream
 so that they are at least a fifth of the pool (else a batch of 100 holds one
 of them) and `alpha = 0.1 * pool / r` (the paper's `alpha = 0.1 N`, divided
 by the repetition so that the summed weight of the classification loss stays
