@@ -806,19 +806,7 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False, label
     required there, refused for other runs.
     """
     if out is not None:
-        files.check_path(out, "out")
-        if not (out.endswith(".npy") or out.endswith(".png")):
-            raise ValueError(f"`out` must end in .npy or .png. Received: out={out!r}")
-        if os.path.isdir(out):
-            raise IsADirectoryError(f"{out!r} is a folder; name a .npy or .png file. "
-                                    f"Received: out={out!r}")
-        if os.path.exists(out) and not overwrite:
-            raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it. "
-                                  f"Received: out={out!r}")
-        parent = os.path.dirname(os.path.abspath(out))
-        if not os.path.isdir(parent):
-            raise FileNotFoundError(f"The folder of `out` does not exist: {parent!r}. "
-                                    f"Received: out={out!r}")
+        _check_out_file(out, (".npy", ".png"), overwrite)
     model, _ = load_run(run_dir)
     if getattr(model, "prior", None) is None:
         raise ValueError("Sampling needs a generative model with a prior (a VAE). "
@@ -834,7 +822,7 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False, label
         from keras_vae import validation
         validation.labels("label", [label] if not isinstance(label, (str, bytes)) else label,
                           None, model.num_classes)
-    if out is not None and out.endswith(".png"):  # refuse a picture too big before sampling
+    if out is not None and out.lower().endswith(".png"):  # refuse a picture too big before sampling
         from keras_vae import resources
         resources.check_grid(num_samples, model.data_shape, name="num_samples")
     samples = np.asarray(model.sample(num_samples, y=label, seed=seed) if conditional
@@ -843,11 +831,11 @@ def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False, label
         if os.path.exists(out) and not overwrite:
             raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it. "
                                   f"Received: out={out!r}")
-        if out.endswith(".npy"):
+        if out.lower().endswith(".npy"):
             buf = io.BytesIO()
             np.save(buf, samples)
             atomic_write(out, buf.getvalue())
-        elif out.endswith(".png"):
+        elif out.lower().endswith(".png"):
             from keras_vae import visualization
             visualization.save_image_grid(samples, out)  # atomic: a temporary name, renamed
         else:
@@ -953,16 +941,17 @@ def score_rows(model, x, num_samples=100, seed=0):
     return anomaly_scores(model, x, method="nll", num_samples=num_samples, seed=seed)
 
 
-def _check_table_out(out, data, overwrite):
-    """`out` is a new .csv file (or `overwrite`), never the input file itself."""
+def _check_out_file(out, suffixes, overwrite, data=None):
+    """`out` names a new file ending in one of `suffixes` (or an existing one with
+    `overwrite`) in an existing folder, and is never the input file `data`."""
     files.check_path(out, "out")
-    if not str(out).lower().endswith(".csv"):
-        raise ValueError(f"`out` must name a .csv file. Received: out={out!r}")
+    if not str(out).lower().endswith(suffixes):
+        raise ValueError(f"`out` must end in {' or '.join(suffixes)}. Received: out={out!r}")
     if os.path.isdir(out):
-        raise IsADirectoryError(f"{out!r} is a folder; name a .csv file. Received: out={out!r}")
-    same = os.path.realpath(out) == os.path.realpath(data) or (
-        os.path.exists(out) and os.path.exists(data) and os.path.samefile(out, data))
-    if same:
+        raise IsADirectoryError(f"{out!r} is a folder; name a {' or '.join(suffixes)} file. "
+                                f"Received: out={out!r}")
+    if data is not None and (os.path.realpath(out) == os.path.realpath(data) or (
+            os.path.exists(out) and os.path.exists(data) and os.path.samefile(out, data))):
         raise ValueError("`out` is the input file (directly or through a link); keras-vae never "
                          f"writes over its input. Received: out={out!r}, data={data!r}")
     if os.path.lexists(out) and not overwrite:
@@ -1006,7 +995,7 @@ def impute_run(run_dir, data, out, multiple=None, overwrite=False, seed=0):
     from keras_vae import sources, validation
     if multiple is not None:
         multiple = validation.positive_int("multiple", multiple, maximum=1000)
-    _check_table_out(out, data, overwrite)
+    _check_out_file(out, (".csv",), overwrite, data)
     model, table, header, rows, x = _table_input(run_dir, data)
     filled = impute_rows(model, x, multiple=multiple, seed=seed)
     if multiple is None:
@@ -1015,7 +1004,7 @@ def impute_run(run_dir, data, out, multiple=None, overwrite=False, seed=0):
         copies = [(str(m + 1),) + r for m in range(multiple)
                   for r in table.decode(filled[m], cells=rows)]
         text = sources.csv_text(("imputation",) + tuple(header), copies)
-    _check_table_out(out, data, overwrite)  # again, just before writing
+    _check_out_file(out, (".csv",), overwrite, data)  # again, just before writing
     atomic_write(out, text)
     return filled
 
@@ -1024,11 +1013,11 @@ def score_run(run_dir, data, out, num_samples=100, overwrite=False, seed=0):
     """Writes `row,score` (data row from 1, -log p(x) in nats) for each row of `data` to `out`."""
     from keras_vae import sources, validation
     num_samples = validation.positive_int("num_samples", num_samples, maximum=100_000)
-    _check_table_out(out, data, overwrite)
+    _check_out_file(out, (".csv",), overwrite, data)
     model, _, _, _, x = _table_input(run_dir, data)
     scores = score_rows(model, x, num_samples=num_samples, seed=seed)
     text = sources.csv_text(("row", "score"), [(str(i + 1), repr(float(v)))
                                                for i, v in enumerate(scores)])
-    _check_table_out(out, data, overwrite)
+    _check_out_file(out, (".csv",), overwrite, data)
     atomic_write(out, text)
     return scores
