@@ -370,24 +370,16 @@ def _flag_value(option):
                 raise argparse.ArgumentTypeError(
                     f"expected comma-separated integers such as 256,128; received {text!r}"
                 ) from None
-        if option.kind == "names":
+        if option.kind in ("names", "choices"):  # comma-separated strings; "none" = []
             if text.strip().lower() == "none":
                 return []
             try:
                 return _items(text)
             except ValueError:
+                example = ("column names such as colour,ward" if option.kind == "names" else
+                           f"names such as {','.join(map(str, option.default))} (or none)")
                 raise argparse.ArgumentTypeError(
-                    f"expected comma-separated column names such as colour,ward; received "
-                    f"{text!r}") from None
-        if option.kind == "choices":
-            if text.strip().lower() == "none":
-                return []
-            try:
-                return _items(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"expected comma-separated names such as {','.join(map(str, option.default))}"
-                    f" (or none); received {text!r}") from None
+                    f"expected comma-separated {example}; received {text!r}") from None
         return text
     # argparse names the type in its messages ("invalid int value: 'abc'")
     parse.__name__ = {"int": "int", "count": "int", "seed": "int", "float": "float",
