@@ -20,7 +20,9 @@ _EXTRAS = {
 }
 _EXTRAS["test"] = sorted(
     set(sum(_EXTRAS.values(), []))
-    | {"pytest>=8", "scipy>=1.11", "hypothesis>=6.100", "ruff>=0.6"}
+    | {"pytest>=8", "scipy>=1.11", "hypothesis>=6.100", "ruff>=0.6",
+       # tests/test_web.py drives Debian's /usr/bin/chromium over the DevTools protocol
+       "websocket-client>=1.6"}
 )
 _EXTRAS["all"] = _EXTRAS["test"]
 
@@ -35,6 +37,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_vae", "keras_vae.*"]),
+    # The web export's page and the LiteRT.js runtime it copies (Apache-2.0, 9.3 MB;
+    # see keras_vae/export/web_runtime/README.md): users need no node or npm.
+    package_data={"keras_vae.export": ["web_page/*", "web_runtime/*"]},
     # The main job (`keras-vae train`) loads data, draws pictures and exports
     # SavedModel (warm-up records need tensorflow-serving-api) and TFLite (whose
     # parity check runs in ai-edge-litert): all of it is a plain install.

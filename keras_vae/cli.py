@@ -5,6 +5,7 @@
     keras-vae sample RUN_DIR [-n N] [--seed S] [--label C] [--out F]    draw from the prior
     keras-vae plot RUN_DIR                                  redraw the pictures
     keras-vae export RUN_DIR --out DIR [--version N] [--tflite ...]
+    keras-vae export RUN_DIR --web [--out DIR]     (the browser page; default RUN_DIR/web)
     keras-vae impute RUN_DIR --data holes.csv --out filled.csv [--multiple M]   fill a table
     keras-vae score RUN_DIR --data rows.csv --out scores.csv [--num-samples K]   anomaly scores
 
@@ -18,6 +19,7 @@ import argparse
 import errno
 import json
 import os
+import shlex
 import signal
 import sys
 
@@ -122,7 +124,10 @@ def build_parser():
     p = sub.add_parser("export", help="SavedModel (TF Serving layout) + TFLite + parity report")
     _common(p)
     p.add_argument("run_dir")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", help="output folder (required, except with --web: RUN_DIR/web)")
+    p.add_argument("--web", action="store_true",
+                   help="write the browser page (LiteRT.js decoder) instead of SavedModel + "
+                        "TFLite; image runs only")
     p.add_argument("--version", type=int, default=1, help="SavedModel version (default 1)")
     p.add_argument("--tflite", type=_csv,
                    help="variants, e.g. float32,int8, or none (default: the run's config)")
@@ -165,6 +170,9 @@ def _run(args, verbose):
                   f"reconstruction {m['reconstruction']:.2f}, KL {m['kl']:.2f}")
         else:  # autoencoders have no prior, hence no likelihood of x
             print(f"  test reconstruction -log p(x|z) {m['reconstruction']:.2f} nats")
+        web = os.path.join(args.run_dir, "web")
+        if os.path.isfile(os.path.join(web, "index.html")):
+            _how_to_open(web)
     elif args.command == "evaluate":
         print(json.dumps(runs.evaluate_run(args.run_dir, args.num_samples), indent=2,
                          sort_keys=True))
@@ -185,11 +193,28 @@ def _run(args, verbose):
         scores = runs.score_run(args.run_dir, args.data, args.out, args.num_samples,
                                 overwrite=args.overwrite, seed=args.seed)
         print(f"{len(scores)} scores (-log p(x), nats) written to {args.out}")
+    elif args.command == "export" and args.web:
+        if args.tflite is not None or args.version != 1:
+            raise ValueError("--web writes the browser page (one float32 decoder); --tflite "
+                             "and --version apply to the SavedModel + TFLite export. Received: "
+                             f"--web with tflite={args.tflite!r}, version={args.version!r}")
+        index = runs.export_run(args.run_dir, args.out, overwrite=args.overwrite, web=True)
+        print(f"Web page written to {os.path.dirname(index)}")
+        _how_to_open(os.path.dirname(index))
     elif args.command == "export":
+        if args.out is None:
+            raise ValueError("`keras-vae export` needs --out DIR (the export folder), or "
+                             "--web for the browser page. Received: out=None")
         report = runs.export_run(args.run_dir, args.out, args.version, args.tflite,
                                  args.overwrite)
         print(f"Exported to {args.out}")
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
+
+
+def _how_to_open(folder):
+    print("  open the decoder in your browser:\n"
+          f"    python -m http.server -d {shlex.quote(folder)} 8000\n"
+          "    then http://127.0.0.1:8000/")
 
 
 def main(argv=None):

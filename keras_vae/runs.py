@@ -61,7 +61,7 @@ __all__ = ["DEFAULTS", "requested_config", "resolve_config", "build_model", "tra
 DEFAULTS = config_schema.defaults()
 
 _RUN_FILES = ("config.json", "status.json", "model.keras", "history.json", "history.csv",
-              "history.partial.json", "metrics.json", "plots", "export", "backup",
+              "history.partial.json", "metrics.json", "plots", "export", "web", "backup",
               "tensorboard", "workers")
 
 MARKER = ".keras-vae-run"
@@ -548,6 +548,9 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
             progress.set("exporting")
             _export(model, os.path.join(run_dir, "export"), 1, config["tflite"], x_train,
                     overwrite=True)
+        if config["web"] and not is_table(config):
+            progress.set("exporting")
+            _web(model, config, os.path.join(run_dir, "web"), overwrite=True)
     except KeyboardInterrupt as e:
         progress.end("interrupted", signal=getattr(e, "signal_name", "SIGINT"))
         raise
@@ -578,6 +581,8 @@ def _train_workers(config, run_dir, workers, verbose, x_train, x_test, y_test):
         if config["export"]:
             _export(model, os.path.join(run_dir, "export"), 1, config["tflite"], x_train,
                     overwrite=True)
+        if config["web"] and not is_table(config):
+            _web(model, config, os.path.join(run_dir, "web"), overwrite=True)
     except KeyboardInterrupt as e:  # the launcher has ended the workers
         write_status(run_dir, "interrupted", workers=workers,
                      signal=getattr(e, "signal_name", "SIGINT"),
@@ -661,6 +666,17 @@ def _export(model, out_dir, version, variants, x_train, overwrite=False):
     from keras_vae import export
     return export.export_all(model, out_dir, version=version, tflite_variants=tuple(variants),
                              representative_data=x_train[:500], overwrite=overwrite)
+
+
+# Names for the web page's class selector (other data sets: "0", "1", ...).
+_CLASS_NAMES = {"fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")}
+
+
+def _web(model, config, out_dir, overwrite=False):
+    from keras_vae import export
+    names = _CLASS_NAMES.get(config["data"]) if getattr(model, "conditional", False) else None
+    return export.web(model, out_dir, overwrite=overwrite, class_names=names)
 
 
 def load_run(run_dir):
@@ -780,8 +796,14 @@ def _inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
-def export_run(run_dir, out_dir, version=1, tflite=None, overwrite=False):
-    """Exports a run's model (SavedModel + TFLite + parity report) into `out_dir`."""
+def export_run(run_dir, out_dir, version=1, tflite=None, overwrite=False, web=False):
+    """Exports a run's model (SavedModel + TFLite + parity report) into `out_dir`.
+
+    With `web`, writes the browser page instead (`kv.export.web`; image runs only) into
+    `out_dir`, by default `run_dir/web`, and returns the path of its index.html.
+    """
+    if web:
+        return _export_web(run_dir, out_dir, overwrite)
     files.check_path(out_dir, "out")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"The export folder path is a file, not a folder. "
@@ -797,6 +819,23 @@ def export_run(run_dir, out_dir, version=1, tflite=None, overwrite=False):
         with _writing(run_dir):
             return _export(model, out_dir, version, variants, x_train, overwrite=overwrite)
     return _export(model, out_dir, version, variants, x_train, overwrite=overwrite)
+
+
+def _export_web(run_dir, out_dir, overwrite):
+    out_dir = os.path.join(run_dir, "web") if out_dir is None else out_dir
+    files.check_path(out_dir, "out")
+    if os.path.isdir(run_dir) and os.path.realpath(out_dir) == os.path.realpath(run_dir):
+        raise ValueError("The web export folder may not be the run folder itself (the run's "
+                         f"own page is {run_dir!r}/web). Received: out={out_dir!r}")
+    model, config = load_run(run_dir)
+    if is_table(config):
+        raise ValueError(f"{run_dir!r} was trained on a .csv table; the web page shows "
+                         "images, so there is none. Received: "
+                         f"run_dir={run_dir!r}, data={config['data']!r}")
+    if _inside(out_dir, run_dir):
+        with _writing(run_dir):
+            return _web(model, config, out_dir, overwrite=overwrite)
+    return _web(model, config, out_dir, overwrite=overwrite)
 
 
 def sample_run(run_dir, num_samples=64, seed=0, out=None, overwrite=False, label=None):

@@ -38,9 +38,14 @@ def job(tmp_path_factory):
 
 
 def test_it_ends_with_the_finished_line(job):
-    tail = job["stdout"].strip().splitlines()[-2:]
+    tail = job["stdout"].strip().splitlines()[-5:]
     assert tail[0] == "Finished: runs/digits-vae"
     assert tail[1].startswith("  test log p(x) ~ ") and "(IWAE, K=1000)" in tail[1]
+    # the web page (issue 18): how to open it
+    assert tail[2:] == ["  open the decoder in your browser:",
+                        "    python -m http.server -d runs/digits-vae/web 8000",
+                        "    then http://127.0.0.1:8000/"]
+    assert os.path.isfile(os.path.join(job["run_dir"], "web", "decoder.tflite"))
 
 
 def test_log_likelihood_and_elbo_are_where_the_readme_says(job):

@@ -317,7 +317,7 @@ def _probe(content, signature, inputs, expected=None, tolerance=None):
 
 
 def convert(model, variants=("float32", "float16", "int8"), representative_data=None,
-            sampler=True, classifier=True):
+            sampler=True, classifier=True, batch_size=None):
     """Converts the decoder (and the sampler) to TFLite flatbuffers in memory.
 
     Every flatbuffer is run once on a few latents before it is returned.
@@ -338,6 +338,9 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
         models without a prior (an Autoencoder).
       classifier: also build `classify` (key "classifier", float32) for a
         model with a classifier head (M2); ignored for other models.
+      batch_size: None (the decoder takes any batch) or a fixed batch B of
+        `decode`'s inputs, for runtimes that cannot resize inputs (LiteRT.js,
+        `kv.export.web`, uses B = 1).
 
     Returns:
       dict variant -> bytes (`.tflite` flatbuffer).
@@ -359,12 +362,17 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
     if sampler:  # fail before converting anything if the prior is unsupported
         signatures.prior_from_noise(model.prior.distribution(), tf.constant(1),
                                      model.latent_dim)
-    probe = probe_inputs(model, probe_latents(model, 8))
+    if batch_size is not None:
+        batch_size = validation.positive_int("batch_size", batch_size)
+        if "int8_full" in variants:
+            raise ValueError("The 'int8_full' variant calibrates on batches of 32; it takes "
+                             f"no fixed batch_size. Received: batch_size={batch_size}")
+    probe = probe_inputs(model, probe_latents(model, batch_size or 8))
     out = {}
     with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as tmp:
         source = os.path.join(tmp, "saved_model")
-        signatures.build_archive(float32_model(model), ("decoder",),
-                                 sampler="random").write_out(source, verbose=False)
+        signatures.build_archive(float32_model(model), ("decoder",), sampler="random",
+                                 batch_size=batch_size).write_out(source, verbose=False)
         with warnings.catch_warnings():  # the calibrator still uses tf.lite.Interpreter
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
             for variant in variants:

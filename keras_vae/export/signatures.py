@@ -299,13 +299,14 @@ def condition_of(model, y):
     return tf.cast(y, tf.float32)
 
 
-def _conditional_specs(model, parts, sampler):
+def _conditional_specs(model, parts, sampler, batch_size=None):
     """`decode(z, y)`, `sample(n, y, seed)` (y of length n, or 1: repeated n times),
     `encode(x, y)`, `reconstruct(x, y)` of a conditional model (see `signature_specs`), and
     `classify(x)` -> `probs [B, C]` for a model with a classifier head (M2)."""
-    z_spec = _spec([None, model.latent_dim], tf.float32, "z")
-    x_spec = _spec([None, *model.data_shape], tf.float32, "x")
+    z_spec = _spec([batch_size, model.latent_dim], tf.float32, "z")
+    x_spec = _spec([batch_size, *model.data_shape], tf.float32, "x")
     y_spec = condition_spec(model)
+    y_spec = _spec([batch_size, *y_spec.shape[1:]], y_spec.dtype, "y")
 
     def decoder(z, y):
         return model.decoder(z, condition=condition_of(model, y), training=False)
@@ -347,7 +348,7 @@ def _conditional_specs(model, parts, sampler):
     return specs
 
 
-def signature_specs(model, parts=PARTS, sampler="stateless"):
+def signature_specs(model, parts=PARTS, sampler="stateless", batch_size=None):
     """Input specs of each signature, in registration order (the first is `serving_default`).
 
     Args:
@@ -357,6 +358,9 @@ def signature_specs(model, parts=PARTS, sampler="stateless"):
       sampler: "stateless" (`sample(n, seed)`, SavedModel) or "random"
         (`sample(n)`, TFLite builtin random ops) or None (no `sample`);
         ignored for models without a prior.
+      batch_size: None (any batch, the default) or a fixed batch B of `z`, `x`
+        and `y` (LiteRT.js in the browser cannot resize inputs; the web export
+        converts its decoder with B = 1).
 
     Returns:
       dict name -> (function of the inputs returning a dict of tensors, list of
@@ -365,9 +369,9 @@ def signature_specs(model, parts=PARTS, sampler="stateless"):
     parts = check_parts(parts)
     sampler = validation.choice("sampler", sampler, ("stateless", "random", None))
     if getattr(model, "conditional", False):  # every signature also takes y
-        return _conditional_specs(model, parts, sampler)
-    z_spec = _spec([None, model.latent_dim], tf.float32, "z")
-    x_spec = _spec([None, *model.data_shape], tf.float32, "x")
+        return _conditional_specs(model, parts, sampler, batch_size)
+    z_spec = _spec([batch_size, model.latent_dim], tf.float32, "z")
+    x_spec = _spec([batch_size, *model.data_shape], tf.float32, "x")
     specs = {}
     if "decoder" in parts:
         specs["decode"] = (lambda z: decode_outputs(model, z), [z_spec])
@@ -385,7 +389,7 @@ def signature_specs(model, parts=PARTS, sampler="stateless"):
             specs["reconstruct"] = (lambda x: reconstruct_outputs(model, x), [x_spec])
             if allows_missing(model) and sampler == "stateless" and prior_of(model):
                 specs["impute"] = (lambda x, mask: impute_outputs(model, x, mask),
-                                   [x_spec, _spec([None, *model.data_shape], tf.bool,
+                                   [x_spec, _spec([batch_size, *model.data_shape], tf.bool,
                                                   "mask")])
     return specs
 
@@ -405,8 +409,9 @@ def check_parts(parts):
     return tuple(p for p in PARTS if p in parts)
 
 
-def build_archive(model, parts=PARTS, sampler="stateless"):
-    """A `keras.export.ExportArchive` with the tensor-only signatures of `model`.
+def build_archive(model, parts=PARTS, sampler="stateless", batch_size=None):
+    """A `keras.export.ExportArchive` with the tensor-only signatures of `model`
+    (`batch_size`: see `signature_specs`).
 
     The first endpoint (`decode` if "decoder" is in `parts`, else `encode`) is
     also registered as `serving_default`.
@@ -416,7 +421,7 @@ def build_archive(model, parts=PARTS, sampler="stateless"):
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (fn, inputs) in signature_specs(model, parts, sampler).items():
+    for name, (fn, inputs) in signature_specs(model, parts, sampler, batch_size).items():
         archive.add_endpoint(name, fn, input_signature=inputs)
     return archive
 
