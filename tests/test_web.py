@@ -189,6 +189,7 @@ def test_page_decodes_like_keras(page, exported, vae):
                                           "litert", "manifest.json"]
     assert sorted(os.listdir(folder / "litert")) == sorted(RUNTIME_FILES)
     diff = _max_diff(page, Z, vae.decode(Z).mean())
+    print(f"[web] max |diff| browser vs Keras decode(z).mean(): {diff:.3g}")
     assert diff <= TOLERANCE, f"max |diff| {diff:.3g} between the page and Keras"
 
 
@@ -258,7 +259,9 @@ def test_conditional_model_has_a_class_selector(browser, server, digits):
     z = np.array([[0.0, 0.5, -1.0], [1.5, -0.2, 0.3]], "float32")
     for label in (3, 7):
         want = cvae.decode(z, np.full(2, label, "int32")).mean()
-        assert _max_diff(browser, z, want, label) <= TOLERANCE
+        diff = _max_diff(browser, z, want, label)
+        print(f"[web] conditional, class {label}: max |diff| {diff:.3g}")
+        assert diff <= TOLERANCE
     labels = browser.evaluate("[...document.getElementById('class').options].map(o => o.text)")
     assert labels == [f"digit {i}" for i in range(10)]
     # three latent dimensions: two selectable ones, shown
@@ -352,10 +355,13 @@ def _screenshot(folder, out_png):
         print(browser.open(url))
         browser.evaluate("document.getElementById('plane').dispatchEvent(new PointerEvent("
                          "'pointermove', {clientX: document.getElementById('plane')"
-                         ".getBoundingClientRect().left + 250, clientY: document."
-                         "getElementById('plane').getBoundingClientRect().top + 90}));"
+                         ".getBoundingClientRect().left + 335, clientY: document."
+                         "getElementById('plane').getBoundingClientRect().top + 265}));"
                          "new Promise(r => setTimeout(r, 500))")
-        browser.screenshot().save(out_png)
+        shot = browser.screenshot()
+        ink = np.argwhere(np.asarray(shot.convert("L")) < 200)  # crop the empty margins
+        bottom, right = ink.max(0) + 24
+        shot.crop((0, 0, min(right, shot.width), min(bottom, shot.height))).save(out_png)
     finally:
         browser.close()
         httpd.shutdown()
