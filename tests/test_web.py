@@ -272,6 +272,20 @@ def test_conditional_model_has_a_class_selector(browser, server, digits):
 
 # --------------------------------------------------------------- refusals, no browser
 
+def test_decoder_file_has_a_batch_of_one(exported, vae):
+    from keras_vae.export import lite
+
+    folder, _ = exported
+    runner = lite.signature_runner(str(folder / "decoder.tflite"), "decode")
+    assert list(runner.get_input_details()["z"]["shape"]) == [1, 2]
+    got = lite.run(str(folder / "decoder.tflite"), "decode", z=Z[:1])["x_mean"]
+    assert np.max(np.abs(got - vae.decode(Z[:1]).mean())) <= TOLERANCE
+    with pytest.raises(ValueError, match="batch_size"):
+        lite.convert(vae, ("float32",), batch_size=0)
+    with pytest.raises(ValueError, match="int8_full.*batch_size"):
+        lite.convert(vae, ("int8_full",), representative_data=np.zeros((4, 8, 8, 1)),
+                     batch_size=1)
+
 def test_table_model_is_refused(tmp_path):
     model = kv.VAE(kv.MLPEncoder(latent_dim=2, hidden=(8,)),
                    kv.MLPDecoder(output_shape=(5,), hidden=(8,), likelihood="gaussian"))

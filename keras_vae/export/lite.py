@@ -352,6 +352,11 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
     """
     variants = check_variants(variants, representative_data)
     auto_full = auto_int8_full(variants, representative_data)
+    if batch_size is not None:
+        batch_size = validation.positive_int("batch_size", batch_size)
+        if "int8_full" in variants or auto_full:
+            raise ValueError("The 'int8_full' variant calibrates on batches of 32; it takes "
+                             f"no fixed batch_size. Received: batch_size={batch_size}")
     variants += ("int8_full",) if auto_full else ()
     calibration = None
     if "int8_full" in variants:
@@ -362,11 +367,6 @@ def convert(model, variants=("float32", "float16", "int8"), representative_data=
     if sampler:  # fail before converting anything if the prior is unsupported
         signatures.prior_from_noise(model.prior.distribution(), tf.constant(1),
                                      model.latent_dim)
-    if batch_size is not None:
-        batch_size = validation.positive_int("batch_size", batch_size)
-        if "int8_full" in variants:
-            raise ValueError("The 'int8_full' variant calibrates on batches of 32; it takes "
-                             f"no fixed batch_size. Received: batch_size={batch_size}")
     probe = probe_inputs(model, probe_latents(model, batch_size or 8))
     out = {}
     with tempfile.TemporaryDirectory(prefix="keras_vae_tflite_") as tmp:
