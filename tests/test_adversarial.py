@@ -12,7 +12,8 @@ from conftest import tree_digest
 from keras_vae import cli, runs
 from keras_vae import config as config_schema
 
-TINY = ["--epochs", "1", "--eval-samples", "10", "--no-plots", "--no-export", "--hidden", "16",
+TINY = ["--epochs", "1", "--eval-samples", "10", "--no-plots", "--no-export",
+        "--no-web", "--hidden", "16",
         "--latent-dim", "2"]
 
 

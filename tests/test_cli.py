@@ -21,7 +21,7 @@ _TRAINED_METRICS = {}
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cli") / "run")
-    assert cli.main(["--quiet", "train", path, *TINY, "--no-export"]) == 0
+    assert cli.main(["--quiet", "train", path, *TINY, "--no-export", "--no-web"]) == 0
     with open(os.path.join(path, "metrics.json")) as f:
         _TRAINED_METRICS[path] = json.load(f)
     return path
@@ -156,9 +156,11 @@ def test_nan_data_is_refused_before_training(tmp_path, capsys):
 
 def test_overwrite_replaces_a_run(run_dir, tmp_path):
     target = str(tmp_path / "copy")
-    assert cli.main(["--quiet", "train", target, *TINY, "--no-export", "--no-plots"]) == 0
+    assert cli.main(["--quiet", "train", target, *TINY, "--no-export",
+                     "--no-web", "--no-plots"]) == 0
     assert cli.main(["--quiet", "train", target, "--epochs", "1", "--hidden", "16",
-                     "--eval-samples", "5", "--no-export", "--no-plots", "--overwrite"]) == 0
+                     "--eval-samples", "5", "--no-export",
+                     "--no-web", "--no-plots", "--overwrite"]) == 0
     with open(os.path.join(target, "history.json")) as f:
         assert len(json.load(f)["loss"]) == 1
 
@@ -185,7 +187,7 @@ def test_train_an_autoencoder_from_the_cli(tmp_path, capsys):
     run = str(tmp_path / "ae")
     assert cli.main(["--quiet", "train", run, "--model", "dae", "--tied", "--stacked",
                      "--epochs", "2", "--hidden", "16", "--latent-dim", "4",
-                     "--no-export"]) == 0
+                     "--no-export", "--no-web"]) == 0
     out = capsys.readouterr().out
     assert "reconstruction" in out and "log p(x)" not in out
     with open(os.path.join(run, "metrics.json")) as f:
@@ -201,7 +203,8 @@ def test_tensorboard_logs_scalars_and_images(tmp_path):
 
     run = str(tmp_path / "tb")
     assert cli.main(["--quiet", "train", run, "--epochs", "2", "--hidden", "16",
-                     "--eval-samples", "5", "--no-export", "--no-plots", "--tensorboard"]) == 0
+                     "--eval-samples", "5", "--no-export",
+                     "--no-web", "--no-plots", "--tensorboard"]) == 0
     # TF2 summaries are stored as tensors; the plugin name says what they are.
     images = EventAccumulator(os.path.join(run, "tensorboard", "images"),
                               size_guidance={"tensors": 0}).Reload()

@@ -288,7 +288,7 @@ def test_cli_refuses_label_for_an_unconditional_run(tmp_path, capsys):
     from keras_vae import cli
 
     path = str(tmp_path / "run")
-    assert cli.main(["--quiet", "train", path, *TINY, "--epochs", "1", "--no-export",
+    assert cli.main(["--quiet", "train", path, *TINY, "--epochs", "1", "--no-export", "--no-web",
                      "--no-plots"]) == 0
     capsys.readouterr()
     assert cli.main(["sample", path, "--label", "3", "-n", "4"]) == 2

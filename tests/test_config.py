@@ -145,7 +145,7 @@ def _keras_vae(*argv, timeout=600):
 def test_train_with_two_workers_fills_the_run_folder(tmp_path):
     run_dir = str(tmp_path / "mw")
     done = _keras_vae("train", run_dir, "--workers", "2", "--epochs", "1", "--batch-size", "64",
-                      "--eval-samples", "10", "--no-plots", "--no-export", "--quiet")
+                      "--eval-samples", "10", "--no-plots", "--no-export", "--no-web", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test log p(x)" in done.stdout
     with open(os.path.join(run_dir, "status.json"), encoding="utf-8") as f:

@@ -158,6 +158,7 @@ def test_stop_on_nan_names_the_batches_of_the_call(x):
 def test_cli_records_the_plan_and_takes_jit_flags(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert cli.main(["--quiet", "train", run, "--epochs", "2", "--no-plots", "--no-export",
+                     "--no-web",
                      "--eval-samples", "5", "--no-jit-compile"]) == 0
     with open(os.path.join(run, "status.json")) as f:
         status = json.load(f)

@@ -200,7 +200,8 @@ def test_bad_arguments_are_refused_clearly(kwargs, error, match):
 def test_cli_accepts_posterior_iaf_and_refuses_bad_values(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert cli.main(["--quiet", "train", run, "--posterior", "iaf", "--epochs", "1",
-                     "--hidden", "16", "--eval-samples", "5", "--no-export", "--no-plots"]) == 0
+                     "--hidden", "16", "--eval-samples", "5", "--no-export",
+                     "--no-web", "--no-plots"]) == 0
     loaded = keras.models.load_model(str(tmp_path / "run" / "model.keras"))
     assert isinstance(loaded.encoder.head, IAFPosterior)
     capsys.readouterr()

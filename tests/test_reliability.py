@@ -19,7 +19,7 @@ from keras_vae.callbacks import StopOnNaN, TrainingDivergedError
 
 TRAIN = ["--quiet", "train", "--epochs", "4", "--hidden", "32", "--batch-size", "8",
          "--binarize", "dynamic", "--warmup-steps", "300", "--eval-samples", "5",
-         "--no-plots", "--no-export"]
+         "--no-plots", "--no-export", "--no-web"]
 
 
 def _train_cmd(run_dir, *extra):
@@ -180,7 +180,7 @@ def test_stop_on_nan_names_epoch_and_batch(digits):
 def test_diverging_cli_run_exits_1_and_records_the_failure(tmp_path, capsys):
     run = str(tmp_path / "run")
     code = cli.main(["--quiet", "train", run, "--learning-rate", "1e5", "--likelihood",
-                     "gaussian_learned", "--epochs", "3", "--no-plots", "--no-export"])
+                     "gaussian_learned", "--epochs", "3", "--no-plots", "--no-export", "--no-web"])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diverged" in err[0] and "epoch 1" in err[0]
@@ -282,7 +282,7 @@ def test_sigterm_ends_as_interrupted_and_resume_restores(tmp_path, reference):
 
 
 STACKED = ["--model", "ae", "--stacked", "--epochs", "2", "--hidden", "64,32",
-           "--latent-dim", "4", "--batch-size", "8", "--no-plots", "--no-export"]
+           "--latent-dim", "4", "--batch-size", "8", "--no-plots", "--no-export", "--no-web"]
 
 
 def test_stacked_ae_killed_during_pretraining_resumes_with_the_pretraining(tmp_path):

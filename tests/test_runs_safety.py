@@ -13,7 +13,8 @@ from conftest import tree_digest
 
 from keras_vae import cli, files, runs
 
-TINY = ["--epochs", "1", "--eval-samples", "10", "--no-plots", "--no-export", "--hidden", "16",
+TINY = ["--epochs", "1", "--eval-samples", "10", "--no-plots", "--no-export",
+        "--no-web", "--hidden", "16",
         "--latent-dim", "2"]
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -74,7 +75,7 @@ def test_overwrite_whose_training_fails_puts_the_old_run_back(run, capsys):
     before = _digest(run)
     code = cli.main(["--quiet", "train", run, "--overwrite", "--learning-rate", "1e5",
                      "--likelihood", "gaussian_learned", "--epochs", "2", "--no-plots",
-                     "--no-export"])
+                     "--no-export", "--no-web"])
     assert code == 1
     assert "diverged" in _one_error_line(capsys)
     assert _digest(run) == before
@@ -94,6 +95,21 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
         assert tree_digest(folder) == before
     assert sorted(os.listdir(folder)) == ["backup", "export"]
 
+
+def test_a_symlinked_web_folder_is_unlinked_and_its_target_never_written(run, tmp_path):
+    # train writes RUN/web by default: a `web` symlink to a user's folder (a
+    # site, say) must never receive the page or lose a file, with --overwrite
+    # or when a run is redone.
+    outside = tmp_path / "site"
+    outside.mkdir()
+    (outside / "index.html").write_text("my own page")
+    os.symlink(outside, os.path.join(run, "web"))
+    with_web = [a for a in TINY if a != "--no-web"]
+    assert cli.main(["--quiet", "train", run, "--overwrite", *with_web]) == 0
+    assert sorted(os.listdir(outside)) == ["index.html"]
+    assert (outside / "index.html").read_text() == "my own page"
+    assert not os.path.islink(os.path.join(run, "web"))
+    assert os.path.isfile(os.path.join(run, "web", "decoder.tflite"))
 
 def test_overwrite_unlinks_a_symlinked_plots_folder_never_its_target(run, tmp_path):
     outside = tmp_path / "outside"
@@ -303,7 +319,7 @@ def test_a_full_disk_is_one_line_and_marks_the_run_failed(tmp_path):
     try:
         run = str(disk / "run")
         proc = subprocess.run(_cmd("train", run, "--epochs", "1", "--hidden", "400,400",
-                                   "--eval-samples", "5", "--no-export", "--no-plots"),
+                                   "--eval-samples", "5", "--no-export", "--no-web", "--no-plots"),
                               env=ENV, capture_output=True, text=True, timeout=240)
         err = proc.stderr.strip().splitlines()
         assert proc.returncode in (1, 2) and len(err) == 1, proc.stderr[-3000:]

@@ -159,7 +159,7 @@ def test_cli_trains_with_labels_and_reports_accuracy(tmp_path, capsys):
 
     path = str(tmp_path / "run")
     assert cli.main(["--quiet", "train", path, "--labels", "50", "--epochs", "2", "--hidden",
-                     "16", "--eval-samples", "10", "--no-export", "--no-plots"]) == 0
+                     "16", "--eval-samples", "10", "--no-export", "--no-web", "--no-plots"]) == 0
     model, _ = runs.load_run(path)
     assert isinstance(model, kv.SemiSupervisedVAE)
     with open(os.path.join(path, "metrics.json")) as f:

@@ -40,7 +40,7 @@ def trained(tmp_path_factory):
     run = str(folder / "run")
     code = cli.main(["train", run, "--data", str(data), "--epochs", "3", "--latent-dim", "2",
                      "--hidden", "16", "--batch-size", "32", "--eval-samples", "8",
-                     "--no-export", "--no-jit-compile", "--quiet"])
+                     "--no-export", "--no-web", "--no-jit-compile", "--quiet"])
     assert code == 0
     return folder, run
 
@@ -150,7 +150,7 @@ def test_miwae_table_run_trains_on_holes_imputes_and_scores_rows_with_holes(tmp_
     code, out, err = _run(["train", run, "--data", str(data), "--objective", "miwae",
                            "--num-samples", "5", "--epochs", "3", "--latent-dim", "2",
                            "--hidden", "16", "--batch-size", "32", "--eval-samples", "8",
-                           "--no-export", "--no-jit-compile", "--quiet"], capsys)
+                           "--no-export", "--no-web", "--no-jit-compile", "--quiet"], capsys)
     assert code == 0, err
     assert "left out" not in out + err                      # no incomplete row was dropped
     holes = tmp_path / "holes.csv"

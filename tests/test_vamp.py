@@ -160,7 +160,8 @@ def test_encoders_it_cannot_use_are_refused():
 def test_cli_accepts_prior_vamp_and_refuses_bad_values(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert cli.main(["--quiet", "train", run, "--prior", "vamp", "--epochs", "1",
-                     "--hidden", "16", "--eval-samples", "5", "--no-export", "--no-plots"]) == 0
+                     "--hidden", "16", "--eval-samples", "5", "--no-export",
+                     "--no-web", "--no-plots"]) == 0
     loaded = keras.models.load_model(os.path.join(run, "model.keras"))
     assert isinstance(loaded.prior, VampPrior) and loaded.prior.num_components == 500
     capsys.readouterr()
