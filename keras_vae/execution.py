@@ -60,8 +60,9 @@ __all__ = ["AutoExecution", "plan_execution", "describe_fit_data", "XLA_MIN_STEP
 XLA_MIN_STEPS = 4000
 SPE_MAX = 32
 # What one step per call cost in `python -m benchmarks.throughput callbacks` (RESULTS.md).
-PER_BATCH_COST = ("epochs about 2x slower for a small MLP VAE on a 2-core CPU (an empty "
-                  "on_train_batch_end callback, B=128; 10-50% for larger batches or models)")
+PER_BATCH_COST = ("measured on a 2-core CPU (784-200-200-50 MLP VAE, B=128; "
+                  "benchmarks/RESULTS.md, issue 17), epochs ran 36-100% slower with an empty "
+                  "on_train_batch_end callback (1.36x-2.0x), 61% with KLWarmup")
 
 _BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
 
@@ -301,7 +302,7 @@ class AutoExecution:
         warned.add(blocking)
         warnings.warn(
             f"{', '.join(blocking)} has batch-level hooks (on_train_batch_begin/end), so fit "
-            f"runs one step per call instead of {without}. Measured cost: {PER_BATCH_COST}. "
+            f"runs one step per call instead of {without}: {PER_BATCH_COST}. "
             f"Pass compile(steps_per_execution=1) to choose this explicitly (no warning), or "
             f"use epoch-level callbacks (TensorBoard(update_freq=\"epoch\"); for KL warm-up "
             f"VAE(warmup_steps=...) instead of KLWarmup). Said once per model.",
