@@ -6,19 +6,23 @@ times these contestants for the same number of steps per round:
 ```none
 ref          PlainMLPVAE / PlainConvVAE: one tf.function step, Python loop over tf.data
 ref_xla      the same step with jit_compile=True (Philox RNG)
-kv_keras     kv.VAE + kv.data.make_dataset(binarize="dynamic", drop_remainder=True) +
-             model.fit, compile(jit_compile=False, steps_per_execution=1): Keras's defaults
+kv_keras     kv.VAE(binarize="dynamic") + kv.data.make_dataset(drop_remainder=True) of grey
+             images + model.fit, compile(jit_compile=False, steps_per_execution=1): Keras's
+             defaults
 kv_auto      the same with compile() defaults ("auto"), planned for a 10-pass run over
              60,000 images (vae.plan_execution; what fit() itself would choose for it)
 kv_spe       compile(jit_compile=False, steps_per_execution=S)          (graph)
 kv_xla       compile(jit_compile=True, steps_per_execution=S)
 keras_example  (conv only) the Keras VAE example's code as written, fed the same batches
+<name>_pipe  (binarization_cells only) the contestant with the binarization drawn in the
+             tf.data pipeline (make_dataset(binarize="dynamic")) instead of in the step
 ```
 
 Data: dynamically binarized Fashion-MNIST training images (28x28x1); the
-references binarize inside the step, keras_vae in its tf.data pipeline (the
-user-facing way). Examples/s = steps x B / wall time; the ratio column is the
-median of per-round ratios to `ref`. FLOPs per example count 3x the forward
+references and keras_vae (`VAE(binarize="dynamic")`, issue 17) binarize inside
+the step; the keras_example contestant gets the pipeline's binarized batches.
+Examples/s = steps x B / wall time; the ratio column is the median of
+per-round ratios to `ref`. FLOPs per example count 3x the forward
 matmul/conv multiply-adds (forward + backward); the share of the matmul
 ceiling pairs each round with a `[B, 784] x [784, 200]` matmul loop timed in
 the same round (so machine load affects both), median over rounds.
@@ -30,7 +34,8 @@ import numpy as np
 
 from benchmarks import reference, timing
 
-__all__ = ["mlp_grid", "conv_cells", "mlp_flops", "conv_flops", "CONTESTANTS"]
+__all__ = ["mlp_grid", "conv_cells", "binarization_cells", "callback_costs", "mlp_flops",
+           "conv_flops", "CONTESTANTS"]
 
 CONTESTANTS = ("ref", "ref_xla", "kv_keras", "kv_auto", "kv_spe", "kv_xla")
 PLANNED_PASSES, PLANNED_EXAMPLES = 10, 60000
@@ -67,7 +72,8 @@ def _compile(vae, jit_compile, steps_per_execution, batch):
     return vae
 
 
-def _kv_mlp(latent_dim, objective, num_samples, jit_compile, steps_per_execution, batch=128):
+def _kv_mlp(latent_dim, objective, num_samples, jit_compile, steps_per_execution, batch=128,
+            binarize="dynamic", **options):
     import keras
 
     import keras_vae as kv
@@ -75,17 +81,17 @@ def _kv_mlp(latent_dim, objective, num_samples, jit_compile, steps_per_execution
     keras.utils.set_random_seed(0)
     vae = kv.VAE(kv.MLPEncoder(latent_dim, hidden=HIDDEN, activation="tanh"),
                  kv.MLPDecoder((28, 28, 1), hidden=HIDDEN, activation="tanh"),
-                 objective=objective, num_samples=num_samples)
+                 objective=objective, num_samples=num_samples, binarize=binarize, **options)
     return _compile(vae, jit_compile, steps_per_execution, batch)
 
 
-def _kv_conv(latent_dim, jit_compile, steps_per_execution, batch=128):
+def _kv_conv(latent_dim, jit_compile, steps_per_execution, batch=128, binarize="dynamic"):
     import keras
 
     import keras_vae as kv
 
     keras.utils.set_random_seed(0)
-    vae = kv.VAE(kv.ConvEncoder(latent_dim), kv.ConvDecoder((28, 28, 1)))
+    vae = kv.VAE(kv.ConvEncoder(latent_dim), kv.ConvDecoder((28, 28, 1)), binarize=binarize)
     return _compile(vae, jit_compile, steps_per_execution, batch)
 
 
@@ -115,8 +121,11 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
     """Builds, warms and times the contestants of one cell. Returns a list of row dicts."""
     import keras_vae as kv
 
-    kv_ds = kv.data.make_dataset(x, batch_size=batch, binarize="dynamic", drop_remainder=True,
-                                 repeat=True, seed=0)
+    # keras_vae contestants binarize in their step (grey batches); "_pipe" ones and the
+    # Keras example get batches the tf.data pipeline binarized.
+    kv_ds = kv.data.make_dataset(x, batch_size=batch, drop_remainder=True, repeat=True, seed=0)
+    pipe_ds = kv.data.make_dataset(x, batch_size=batch, binarize="dynamic",
+                                   drop_remainder=True, repeat=True, seed=0)
     ref_ds = reference.plain_dataset(x, batch, seed=0).repeat()
     models = {name: build() for name, build in builders.items()}
 
@@ -124,7 +133,8 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
         model = models[name]
         if name.startswith("ref"):
             return _loop_runner(model, ref_ds, steps)
-        return _fit_runner(model, kv_ds, steps)
+        in_graph = getattr(model, "binarize", None) == "dynamic"
+        return _fit_runner(model, kv_ds if in_graph else pipe_ds, steps)
 
     steps = _calibrate(lambda n: runner("ref", n)(), seconds)
     steps = max(spe, steps // spe * spe)
@@ -238,3 +248,184 @@ def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None
             rows.append({"arch": "conv", "latent": latent, "objective": "elbo",
                          "num_samples": 1, **row})
     return rows
+
+
+def binarization_cells(x, cells=((512, 50), (128, 50)), rounds=7, seconds=1.0, spe=10,
+                       ceilings=None, log=print):
+    """Dynamic binarization in the step (`VAE(binarize="dynamic")`) vs in the tf.data
+    pipeline (`make_dataset(binarize="dynamic")`), interleaved in the same rounds.
+
+    Contestants per cell (B, d): ref, ref_xla, kv_auto, kv_spe, kv_xla (in the step)
+    and kv_auto_pipe, kv_spe_pipe, kv_xla_pipe (the pipeline, as before issue 17).
+
+    Returns:
+      list of row dicts as `mlp_grid`'s.
+    """
+    rows = []
+    for batch, latent in cells:
+        log(f"  binarization mlp B={batch} d={latent} ...")
+        builders = {
+            "ref": lambda: reference.PlainMLPVAE(784, HIDDEN, latent),
+            "ref_xla": lambda: reference.PlainMLPVAE(784, HIDDEN, latent, jit_compile=True),
+        }
+        for suffix, binarize in (("", "dynamic"), ("_pipe", None)):
+            builders.update({
+                f"kv_auto{suffix}": lambda b=binarize: _kv_mlp(latent, "elbo", 1, None, None,
+                                                               batch, binarize=b),
+                f"kv_spe{suffix}": lambda b=binarize: _kv_mlp(latent, "elbo", 1, False, spe,
+                                                              binarize=b),
+                f"kv_xla{suffix}": lambda b=binarize: _kv_mlp(latent, "elbo", 1, True, spe,
+                                                              binarize=b),
+            })
+        ceiling = (ceilings or {}).get(batch, np.nan)
+        for row in _cell(builders, batch, x, rounds, seconds, mlp_flops(latent), ceiling, spe):
+            rows.append({"arch": "mlp", "latent": latent, "objective": "elbo",
+                         "num_samples": 1, **row})
+    return rows
+
+
+def callback_costs(x, batch=128, examples=30000, latent=50, rounds=7, log=print):
+    """Epoch wall time of `fit` with callbacks vs without, keras_vae's compile() defaults.
+
+    Each contestant is one model fitting one epoch of `examples // batch` steps per
+    timed run (the "auto" plan: graph, up to 32 steps per call, unless a callback
+    forces one), interleaved round by round:
+
+    ```none
+    none              no callbacks
+    empty_batch_hook  LambdaCallback(on_train_batch_end=<nothing>): one step per call
+    klwarmup          KLWarmup(steps) callback: one step per call (before issue 17)
+    warmup_in_graph   VAE(warmup_steps=steps): the schedule in the step
+    tensorboard_spe1  TensorBoard(update_freq="epoch") with steps_per_execution=1 (what
+                      the auto plan chose for it before issue 17)
+    tensorboard       TensorBoard(update_freq="epoch") under the auto plan (issue 17)
+    ```
+
+    Returns:
+      dict name -> {"seconds": median epoch seconds, "ratio": median of per-round
+      time / none's time, "iqr": its interquartile range, "spe": steps per call}.
+    """
+    import tempfile
+    import warnings
+
+    import keras
+
+    import keras_vae as kv
+    from benchmarks import timing
+
+    x = x[:examples // batch * batch]
+    steps = len(x) // batch
+    logdir = tempfile.mkdtemp(prefix="kv_tb_")
+
+    def model(spe="auto", **options):
+        vae = _kv_mlp(latent, "elbo", 1, False, spe, binarize="dynamic", **options)
+        if spe == "auto":
+            vae.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+        return vae
+
+    empty = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: None)
+    contestants = {
+        "none": (model(), []),
+        "empty_batch_hook": (model(), [empty]),
+        "klwarmup": (model(), [kv.KLWarmup(10 * steps)]),
+        "warmup_in_graph": (model(warmup_steps=10 * steps), []),
+        "tensorboard_spe1": (model(spe=1), [keras.callbacks.TensorBoard(
+            f"{logdir}/a", update_freq="epoch")]),
+        "tensorboard": (model(), [keras.callbacks.TensorBoard(f"{logdir}/b",
+                                                              update_freq="epoch")]),
+    }
+
+    def runner(name):
+        vae, callbacks = contestants[name]
+
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the one-step-per-call notice, on purpose
+                vae.fit(x, epochs=1, batch_size=batch, shuffle=False, verbose=0,
+                        callbacks=callbacks)
+        return run
+
+    runners = {name: runner(name) for name in contestants}
+    log(f"  callbacks: {steps} steps of B={batch} per epoch ...")
+    for run in runners.values():  # trace
+        run()
+    result = timing.interleave(runners, rounds)
+    out = {}
+    for name, (vae, _) in contestants.items():
+        ratio, iqr = timing.median_ratio(result[name]["seconds"], result["none"]["seconds"])
+        out[name] = {"seconds": float(np.median(result[name]["seconds"])), "ratio": ratio,
+                     "iqr": iqr, "spe": int(vae.steps_per_execution)}
+    return out
+
+
+def _binarization_table(rows):
+    cells = {}
+    for row in rows:
+        cells.setdefault((row["batch"], row["latent"]), {})[row["contestant"]] = row
+    lines = ["| B | d | ref ex/s | ref_xla | kv_auto (step / pipeline) | kv_spe (step / pipeline)"
+             " | kv_xla (step / pipeline) | best kv / best ref (step) | best kv / best ref "
+             "(pipeline) | best kv share of ceiling (step) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (batch, latent), c in cells.items():
+        best_ref = max(c["ref"]["ratio_to_ref"], c["ref_xla"]["ratio_to_ref"])
+
+        def pair(name):
+            a, b = c[name], c[f"{name}_pipe"]
+            return (f"{a['ratio_to_ref']:.2f} ± {a['ratio_iqr'] / 2:.2f} / "
+                    f"{b['ratio_to_ref']:.2f} ± {b['ratio_iqr'] / 2:.2f}")
+
+        step = max((c[n] for n in ("kv_auto", "kv_spe", "kv_xla")),
+                   key=lambda r: r["ratio_to_ref"])
+        pipe = max((c[n] for n in ("kv_auto_pipe", "kv_spe_pipe", "kv_xla_pipe")),
+                   key=lambda r: r["ratio_to_ref"])
+        lines.append(
+            f"| {batch} | {latent} | {c['ref']['examples_per_s']:,.0f} | "
+            f"{c['ref_xla']['ratio_to_ref']:.2f} | {pair('kv_auto')} | {pair('kv_spe')} | "
+            f"{pair('kv_xla')} | {step['contestant']} {step['ratio_to_ref'] / best_ref:.2f} | "
+            f"{pipe['contestant']} {pipe['ratio_to_ref'] / best_ref:.2f} | "
+            f"{100 * step['ceiling_share']:.0f}% |")
+    return "\n".join(lines)
+
+
+def _callback_table(costs):
+    lines = ["| callbacks | steps per call | epoch s (median) | time / none (± IQR/2) |",
+             "| --- | --- | --- | --- |"]
+    for name, c in costs.items():
+        lines.append(f"| {name} | {c['spe']} | {c['seconds']:.2f} | "
+                     f"{c['ratio']:.2f} ± {c['iqr'] / 2:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """`python -m benchmarks.throughput gaps`: the issue-17 cells (binarization in the step
+    vs the pipeline; callback costs), printed as Markdown with the run's conditions."""
+    import argparse
+
+    import keras_vae as kv
+    from benchmarks import timing
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput")
+    p.add_argument("what", choices=("gaps", "binarization", "callbacks"))
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--spe", type=int, default=10)
+    args = p.parse_args(argv)
+    env = timing.environment()
+    (x, _), _ = kv.data.load("fashion_mnist")
+    if args.what in ("gaps", "binarization"):
+        ceilings = timing.matmul_ceiling((128, 512), seconds=1.0)
+        rows = binarization_cells(x, rounds=args.rounds, seconds=args.seconds, spe=args.spe,
+                                  ceilings=ceilings)
+        print("\n" + _binarization_table(rows), flush=True)
+    if args.what in ("gaps", "callbacks"):
+        print("\n" + _callback_table(callback_costs(x, rounds=args.rounds)), flush=True)
+    end = timing.environment()
+    print(f"\n{env['date']} to {end['date']}, commit {env['commit']}, {env['cpu']}, "
+          f"load average {env['load_average']} at the start, {end['load_average']} at the end; "
+          f"{env['versions']}; `python -m benchmarks.throughput {' '.join(argv or [])}`".rstrip())
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

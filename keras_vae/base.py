@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import keras_api, validation
-from keras_vae.corruption import CORRUPTIONS, check_corruption, corrupt
+from keras_vae.corruption import CORRUPTIONS, binarize, check_corruption, corrupt
 from keras_vae.execution import AutoExecution
 
 __all__ = ["BaseAutoencoder", "corrupt", "CORRUPTIONS", "replica_context"]
@@ -237,6 +237,40 @@ class BaseAutoencoder(AutoExecution, keras.Model):
     def compute_terms(self, x, training=False, seed=None, num_samples=None):
         raise NotImplementedError
 
+    # Binarization of training batches inside the step: None, or "dynamic" (set by
+    # subclasses that take a `binarize` argument, e.g. keras_vae.VAE).
+    binarize = None
+    # Tag folded into the step's noise seed for the binarization draws (a stream of
+    # its own, disjoint from the sampling and corruption noise).
+    _BINARIZE_TAG = 0x62696E
+
+    def binarization_seed(self):
+        """Stateless seed (int32 [2]) of this training step's binarization draws:
+        `fold_in(noise_seed(True), tag)`, a function of (seed, optimizer.iterations,
+        replica), so a resumed run draws the same bits as an uninterrupted one."""
+        return tf.random.experimental.stateless_fold_in(
+            self.noise_seed(True), self._BINARIZE_TAG, alg="philox")
+
+    def training_batch(self, x):
+        """The batch a training step learns from: `x` itself, or with
+        `binarize="dynamic"` a Bernoulli(x) draw keyed by the step
+        (`corruption.binarize(x, binarization_seed())`). Evaluation and
+        prediction never binarize: they see the data as given.
+
+        Args:
+          x: `[B] + data_shape`, or a tuple whose first element is (a conditional
+            model's `(x, condition)`); only that element is binarized.
+        """
+        if self.binarize != "dynamic":
+            return x
+        if isinstance(x, tuple):
+            return (binarize(x[0], self.binarization_seed()),) + x[1:]
+        return binarize(x, self.binarization_seed())
+
+    def before_train_step(self):
+        """Hook run at the start of every compiled training step (e.g. the KL warm-up
+        of `keras_vae.VAE`); nothing here."""
+
     def _data(self, data, row=None):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         x = validation.select_input(x, self.input_key)
@@ -245,7 +279,8 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         return x
 
     def train_step(self, data):
-        x = self._data(data, validation.TRAIN)
+        x = self.training_batch(self._data(data, validation.TRAIN))
+        self.before_train_step()
         _, replicas = replica_context()
         with tf.GradientTape() as tape:
             terms = self.compute_terms(x, training=True)

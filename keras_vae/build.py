@@ -248,6 +248,14 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
             model_class, extra = ConditionalVAE, {**extra, "num_classes": num_classes}
         else:
             model_class = model_lib.VAE
+        # Dynamic binarization and KL warm-up inside the compiled step (issue 17):
+        # steps_per_execution and XLA stay on, resumes draw the same bits.
+        support = getattr(decoder.head, "support", None)
+        in_graph = (config["binarize"] == "dynamic" and support is not None
+                    and support[0] >= 0.0 and support[1] <= 1.0)  # else the pipeline draws
+        extra.update(binarize="dynamic" if in_graph else None,
+                     warmup_steps=config["warmup_steps"] if config["model"] == "vae" else 0,
+                     warmup_schedule=config["warmup_schedule"])
         model = model_class(encoder, decoder, prior=config["prior"], beta=config["beta"],
                             num_samples=config["num_samples"], objective=config["objective"],
                             free_bits=config["free_bits"], seed=config["seed"], **extra)
@@ -259,8 +267,9 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
 def load_data(config):
     """`((x_train, y_train), (x_test, y_test))` of a config.
 
-    With `binarize="dynamic"` the training set stays grey (the pipeline draws
-    new bits every epoch) and the test set is binarized once, so every
+    With `binarize="dynamic"` the training set stays grey (a VAE draws new
+    bits in every training step, `VAE(binarize="dynamic")`; other models' pipelines
+    every epoch) and the test set is binarized once, so every
     evaluation scores the same bits.
     """
     from keras_vae import data

@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from keras_vae import validation
+from keras_vae import objectives, validation
 
 __all__ = ["KLWarmup", "EpochCounter", "StopOnNaN", "TrainingDivergedError", "ImageSummaries",
            "tensorboard_callbacks"]
@@ -18,6 +18,12 @@ class KLWarmup(keras.callbacks.Callback):
     correctly after `keras.callbacks.BackupAndRestore` or a reload. `beta` is a
     non-trainable variable read inside the compiled step: assigning it changes
     the loss of the very next batch (a Python float would be frozen at tracing).
+
+    A callback that acts before every batch makes `fit` run one step per
+    compiled call (`steps_per_execution=1`). `VAE(warmup_steps=N,
+    warmup_schedule=...)` computes the same schedule (`objectives.warmup_beta`,
+    start 0, target the model's `beta`) inside the compiled step instead and
+    keeps `steps_per_execution`; use one or the other, not both.
 
     #### Mathematical details
 
@@ -39,7 +45,7 @@ class KLWarmup(keras.callbacks.Callback):
       >>> vae.fit(x, epochs=20, callbacks=[KLWarmup(steps=1000)])
     """
 
-    SCHEDULES = ("linear", "cyclical")
+    SCHEDULES = objectives.WARMUP_SCHEDULES
 
     def __init__(self, steps, schedule="linear", target=1.0, start=0.0, ratio=0.5):
         super().__init__()
@@ -53,12 +59,17 @@ class KLWarmup(keras.callbacks.Callback):
         self.ratio = ratio
 
     def value(self, step):
-        """beta at optimizer step `step` (a Python number)."""
-        if self.schedule == "linear":
-            progress = min(1.0, step / self.steps)
-        else:
-            progress = min(1.0, (step % self.steps) / self.steps / self.ratio)
-        return self.start + (self.target - self.start) * progress
+        """beta at optimizer step `step` (a Python float; `objectives.warmup_beta`)."""
+        return float(objectives.warmup_beta(step, self.steps, self.schedule, self.start,
+                                            self.target, self.ratio))
+
+    def on_train_begin(self, logs=None):
+        if getattr(self.model, "warmup_steps", 0):
+            raise ValueError(
+                "The model warms up the KL weight itself (VAE(warmup_steps=...), in the "
+                "compiled step); a KLWarmup callback as well would be overridden every "
+                "step. Pass one of them. Received: model.warmup_steps="
+                f"{self.model.warmup_steps} and callbacks=[KLWarmup(steps={self.steps})]")
 
     def on_train_batch_begin(self, batch, logs=None):
         beta = getattr(self.model, "beta", None)

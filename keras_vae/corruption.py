@@ -1,8 +1,10 @@
-"""Input corruption for denoising: what a denoising autoencoder's encoder sees.
+"""Input corruption for denoising, and dynamic binarization: draws applied to a batch.
 
 `corrupt` draws `x~ ~ q(x~|x)` (Gaussian noise, masking, salt-and-pepper) from
 a stateless Philox seed; `check_corruption` checks the three settings a model
-takes (`corruption`, `corruption_rate`, `corruption_stddev`).
+takes (`corruption`, `corruption_rate`, `corruption_stddev`). `binarize` draws
+`b ~ Bernoulli(x)` from a stateless Philox seed, the in-graph dynamic
+binarization of `VAE(binarize="dynamic")`.
 """
 
 import tensorflow as tf
@@ -10,9 +12,11 @@ import tensorflow as tf
 from keras_vae import validation
 from keras_vae.heads import stateless_normal
 
-__all__ = ["CORRUPTIONS", "check_corruption", "corrupt"]
+__all__ = ["CORRUPTIONS", "BINARIZATIONS", "check_corruption", "check_binarize", "corrupt",
+           "binarize"]
 
 CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
+BINARIZATIONS = ("dynamic",)
 
 
 def check_corruption(corruption, rate, stddev):
@@ -73,3 +77,41 @@ def corrupt(x, seed, kind, rate=0.25, stddev=0.1, support=None):
     low, high = support if support is not None else (tf.reduce_min(x), tf.reduce_max(x))
     salted = tf.where(u < rate / 2, high * tf.ones_like(x), low * tf.ones_like(x))
     return tf.where(u < rate, salted, x)
+
+
+def check_binarize(binarize, support):
+    """`binarize` checked: None or "dynamic", the latter for a likelihood on [0, 1] only
+    (`support` is the decoder head's `(low, high)` or None for the real line)."""
+    if binarize is None:
+        return None
+    if not (isinstance(binarize, str) and binarize in BINARIZATIONS):
+        raise ValueError(f"`binarize` must be None or one of {BINARIZATIONS}. "
+                         f"Received: binarize={binarize!r}")
+    if support is None or support[0] < 0.0 or support[1] > 1.0:
+        raise ValueError(
+            "binarize='dynamic' draws {0, 1} data from grey values in [0, 1]: it needs a "
+            "likelihood on [0, 1] (e.g. 'bernoulli'). Received: a decoder whose likelihood "
+            f"has support {support if support is not None else 'the real line'}")
+    return binarize
+
+
+def binarize(x, seed):
+    """Dynamic binarization of a batch: `b_i = 1 if u_i < x_i else 0`, `u ~ U[0, 1)` (Philox).
+
+    Each `b_i` is a Bernoulli(`x_i`) draw (E[b] = x), a function of `seed` only,
+    so a step-keyed seed draws the same bits in a resumed run. Values of `x`
+    outside [0, 1] act as clipped to it.
+
+    Args:
+      x: float tensor `[B] + data_shape` of probabilities (grey pixels in [0, 1]).
+      seed: stateless seed, int32 tensor of shape [2].
+
+    Returns:
+      float32 tensor shaped like `x`, of 0.0 and 1.0.
+
+    Example:
+      >>> b = binarize(tf.fill([2, 3], 0.5), tf.constant([0, 1]))
+    """
+    x = tf.cast(x, tf.float32)
+    u = tf.random.stateless_uniform(tf.shape(x), seed=tf.cast(seed, tf.int32), alg="philox")
+    return tf.cast(u < x, tf.float32)

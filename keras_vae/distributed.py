@@ -304,13 +304,15 @@ def run_worker(run_dir, builder=None, communication="auto", timeout_seconds=600,
     seeds = strategy.run(lambda: model.noise_seed(training=True))
     seeds = [s.numpy().tolist() for s in strategy.experimental_local_results(seeds)]
     callbacks = []
-    if config["warmup_steps"] and config["model"] == "vae":
+    if config["warmup_steps"] and config["model"] == "vae" and not getattr(
+            model, "warmup_steps", 0):  # a VAE warms up in its step (build.py)
         from keras_vae.callbacks import KLWarmup
         callbacks.append(KLWarmup(config["warmup_steps"], config["warmup_schedule"],
                                   target=config["beta"]))
     history = fit_distributed(
         model, x_train, strategy, epochs=config["epochs"], batch_size=config["batch_size"],
-        seed=config["seed"], binarize="dynamic" if config["binarize"] == "dynamic" else None,
+        seed=config["seed"], binarize="dynamic" if config["binarize"] == "dynamic" and getattr(
+            model, "binarize", None) != "dynamic" else None,
         callbacks=callbacks, verbose=verbose)
     index = _task_index(strategy)
     result = {"task_index": index, "num_replicas": strategy.num_replicas_in_sync,

@@ -69,7 +69,12 @@ __all__ = [
 _ELBO_SAMPLES = 10
 
 
-def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
+def _say(verbose, what):
+    if verbose:
+        print(f"evaluate_model: {what}", flush=True)
+
+
+def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0, verbose=0):
     """All evaluation numbers for a trained model, as JSON-serialisable floats.
 
     For models with a prior: `log_likelihood` (mean IWAE-K estimate of log p(x),
@@ -101,6 +106,9 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
       num_samples: K for the log-likelihood estimate.
       batch_size: examples per batch.
       seed: integer seed for every random draw.
+      verbose: 0 (default, quiet) or 1: the log-likelihood estimate, by far the
+        longest part, shows a `keras.utils.Progbar` on stdout, and a line
+        names each later part.
 
     Returns:
       dict of str -> float/int.
@@ -114,12 +122,14 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
     """
     x = check_inputs(model, x)
     num_samples = validation.positive_int("num_samples", num_samples)
+    verbose = validation.choice("verbose", verbose, (0, 1))
     num_dims = int(np.prod(x.shape[1:]))
     metrics = {"num_samples": num_samples, "num_examples": int(len(x)),
                "num_dims": num_dims, "seed": validation.seed32(seed)}
     if getattr(model, "conditional", False):  # log p(x|y) and the conditional ELBO
+        _say(verbose, f"log-likelihood (K={num_samples}) of {len(x)} examples")
         ll = log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size,
-                            seed=seed, y=y)
+                            seed=seed, y=y, verbose=verbose)
         terms = elbo_terms(model, x, num_samples=_ELBO_SAMPLES, batch_size=batch_size,
                            seed=seed, y=y)
         metrics.update({
@@ -136,8 +146,10 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
             metrics["classification_accuracy"] = float(np.mean(predicted == np.asarray(y)))
         return metrics
     if prior_distribution(model) is not None:
+        _say(verbose, f"log-likelihood (K={num_samples}) of {len(x)} examples")
         ll = log_likelihood(model, x, num_samples=num_samples, batch_size=batch_size,
-                            seed=seed)
+                            seed=seed, verbose=verbose)
+        _say(verbose, "ELBO terms and active units")
         terms = elbo_terms(model, x, num_samples=_ELBO_SAMPLES, batch_size=batch_size,
                            seed=seed)
         metrics.update({
@@ -163,6 +175,7 @@ def evaluate_model(model, x, y=None, num_samples=1000, batch_size=100, seed=0):
     if missing:  # a MIWAE model's data with holes: PCA and hiding values need complete rows
         metrics["num_missing_entries"] = missing
         return metrics
+    _say(verbose, "latent space vs PCA, imputation")
     metrics.update(latent.latent_vs_pca(model, x, y, batch_size=max(batch_size, 500)))
     metrics.update(applications.imputation_report(model, x, seed=seed,
                                                   batch_size=max(batch_size, 500)))

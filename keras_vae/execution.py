@@ -14,7 +14,11 @@ jit_compile          GPU/TPU present          -> Keras's rule (XLA if every laye
                      planned steps            -> True from XLA_MIN_STEPS (4000), else False
 steps_per_execution  a multi-replica tf.distribute strategy -> 1 (Keras 3.15 bug)
                      a callback with batch-level hooks, other than ones known to
-                     work once per execution  -> 1
+                     work once per execution (ours marked `runs_per_execution`,
+                     TerminateOnNaN, Backup/ModelCheckpoint per epoch,
+                     TensorBoard(update_freq="epoch") without profiling) -> 1
+                                                 (fit warns once per model and
+                                                 callbacks, with the measured cost)
                      steps per epoch unknown  -> 1
                      fit(steps_per_epoch=S)   -> the largest divisor of S up to SPE_MAX
                                                  (Keras runs whole calls: it would overshoot)
@@ -50,10 +54,15 @@ import tensorflow as tf
 from keras_vae import keras_api
 from keras_vae.validation import KerasVAEWarning
 
-__all__ = ["AutoExecution", "plan_execution", "describe_fit_data", "XLA_MIN_STEPS", "SPE_MAX"]
+__all__ = ["AutoExecution", "plan_execution", "describe_fit_data", "XLA_MIN_STEPS", "SPE_MAX",
+           "PER_BATCH_COST"]
 
 XLA_MIN_STEPS = 4000
 SPE_MAX = 32
+# What one step per call cost in `python -m benchmarks.throughput callbacks` (RESULTS.md).
+PER_BATCH_COST = ("measured on a 2-core CPU (784-200-200-50 MLP VAE, B=128; "
+                  "benchmarks/RESULTS.md, issue 17), epochs ran 36-100% slower with an empty "
+                  "on_train_batch_end callback (1.36x-2.0x), 61% with KLWarmup")
 
 _BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
 
@@ -74,6 +83,12 @@ def _callback_runs_per_execution(callback):
         return True
     if isinstance(callback, (keras.callbacks.BackupAndRestore, keras.callbacks.ModelCheckpoint)):
         return getattr(callback, "save_freq", None) == "epoch"
+    if isinstance(callback, keras.callbacks.TensorBoard):
+        # With update_freq="epoch" its batch hooks only count calls and write the graph
+        # once; batch summaries, steps per second and profiling need every batch.
+        return (getattr(callback, "update_freq", None) == "epoch"
+                and not getattr(callback, "write_steps_per_second", True)
+                and not keras_api.tensorboard_profiles(callback))
     return False
 
 
@@ -270,20 +285,27 @@ class AutoExecution:
                            steps_per_epoch=steps_per_epoch, **kwargs)
 
     def _warn_per_batch_callbacks(self, plan, steps, callbacks, steps_given):
-        """A `KerasVAEWarning` when batch-level callbacks alone forced one step per call."""
+        """A `KerasVAEWarning` when batch-level callbacks alone forced one step per call:
+        once per model and set of such callbacks, naming them and the measured cost."""
         if not getattr(self, "_auto_spe", False) or plan["steps_per_execution"] != 1:
             return
-        blocking = [type(c).__name__ for c in callbacks if not _callback_runs_per_execution(c)]
+        blocking = tuple(type(c).__name__ for c in callbacks
+                         if not _callback_runs_per_execution(c))
         if not blocking:
             return
         without, _ = _plan_spe(self, steps, (), steps_given)
         if without <= 1:
             return
+        warned = self.__dict__.setdefault("_kv_warned_per_batch", set())  # not model state
+        if blocking in warned:
+            return
+        warned.add(blocking)
         warnings.warn(
             f"{', '.join(blocking)} has batch-level hooks (on_train_batch_begin/end), so fit "
-            f"runs one step per call instead of {without}: for small models about 10-50% "
-            f"slower per epoch (up to 2x measured on CPU). Pass compile(steps_per_execution=1) "
-            f"to choose this explicitly (no warning), or use epoch-level callbacks.",
+            f"runs one step per call instead of {without}: {PER_BATCH_COST}. "
+            f"Pass compile(steps_per_execution=1) to choose this explicitly (no warning), or "
+            f"use epoch-level callbacks (TensorBoard(update_freq=\"epoch\"); for KL warm-up "
+            f"VAE(warmup_steps=...) instead of KLWarmup). Said once per model.",
             KerasVAEWarning, stacklevel=3)
 
     @property

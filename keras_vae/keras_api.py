@@ -15,6 +15,7 @@ set_compile_config         Trainer._compile_config.config (a dict)     KerasInte
 graph_mode                 Trainer._jit_compile                        uses `model.jit_compile`
 is_default_hook            `_is_default` set by keras.src.utils.default warns, returns False
 is_cached_eval             fit's `_use_cached_eval_dataset=True` kwarg  (nothing to fall back on)
+tensorboard_profiles       TensorBoard._should_trace (profile_batch)   warns, returns True
 ```
 
 Fallbacks are chosen only where they are safe: the result is slower (no XLA,
@@ -39,6 +40,7 @@ __all__ = [
     "is_default_hook",
     "resolve_auto_jit_compile",
     "set_compile_config",
+    "tensorboard_profiles",
 ]
 
 KERAS_VERSION_WRITTEN_FOR = "3.15"
@@ -195,3 +197,19 @@ def is_cached_eval(kwargs):
     again each epoch (slower, never wrong).
     """
     return bool(kwargs.get(CACHED_EVAL_DATASET_KWARG, False))
+
+
+def tensorboard_profiles(callback):
+    """True if the `keras.callbacks.TensorBoard` `callback` profiles batches
+    (`profile_batch` other than 0, Keras's default).
+
+    Wraps `TensorBoard._should_trace`, which Keras derives from `profile_batch`
+    (the argument itself is not kept). If it is gone this returns True (the
+    callback then counts as needing every batch: slower, never wrong) with a
+    `RuntimeWarning`.
+    """
+    value = getattr(callback, "_should_trace", _MISSING)
+    if value is _MISSING:
+        _warn_fallback("TensorBoard._should_trace", "TensorBoard counts as profiling batches")
+        return True
+    return bool(value)

@@ -15,6 +15,7 @@ from keras_vae import distributions as dists
 from keras_vae import objectives, resources, validation
 from keras_vae import priors as priors_lib
 from keras_vae.base import BaseAutoencoder
+from keras_vae.corruption import check_binarize
 
 __all__ = ["VAE"]
 
@@ -33,9 +34,13 @@ class VAE(BaseAutoencoder):
      `encoder.missing_fill`, default 0.0; Mattei & Frellsen, 2019)
     z = mu(x) + sigma(x) * eps,  eps ~ N(0, I)                      (reparameterization)
     ```
-    Values are summed over data and latent dimensions and averaged over the
-    batch, in nats. Logged metrics: `loss`, `elbo` (nats per example, higher is
-    better), `reconstruction` (E_q[-log p(x|z)]), `kl`, `beta` (and `iwae`).
+    With `warmup_steps=N` beta follows `objectives.warmup_beta(t, N,
+    warmup_schedule, start=0, target=beta)` at optimizer step t; with
+    `binarize="dynamic"` each training batch is replaced by a Bernoulli(x)
+    draw `1[u < x]`, u ~ U[0, 1) keyed by (seed, t). Values are summed over
+    data and latent dimensions and averaged over the batch, in nats. Logged
+    metrics: `loss`, `elbo` (nats per example, higher is better),
+    `reconstruction` (E_q[-log p(x|z)]), `kl`, `beta` (and `iwae`).
     With `corruption` (a denoising VAE) the encoder sees `q(z|x~)` of a
     corrupted `x~` during training and the terms score the clean `x`.
 
@@ -49,7 +54,8 @@ class VAE(BaseAutoencoder):
         `keras_vae.priors.VampPrior(K)` for another K), or a prior layer from
         `keras_vae.priors`.
       beta: weight of the KL term (>= 0), held in the non-trainable variable
-        `model.beta` so callbacks such as `KLWarmup` can change it.
+        `model.beta` so callbacks such as `KLWarmup` can change it (the
+        target of the warm-up when `warmup_steps` > 0).
       num_samples: L Monte Carlo samples per example (K for "iwae").
       analytic_kl: closed-form KL where TFP has one; Monte Carlo otherwise.
       objective: "elbo", "iwae" or "miwae" (incomplete data: `fit`, `evaluate`,
@@ -57,6 +63,21 @@ class VAE(BaseAutoencoder):
         likelihood that factorises over entries).
       free_bits: nats per latent dimension below which KL is not penalised.
       seed: integer base of the stateless noise seeds.
+      binarize: None (default: train on the data as given) or "dynamic": every
+        training step draws new {0, 1} data from the grey values in [0, 1]
+        inside the compiled step (XLA and `steps_per_execution` > 1 keep
+        working; the draws depend on (seed, optimizer.iterations), so a resumed
+        run draws the same bits). `evaluate`, `predict` and the estimators see
+        the data as given: evaluate on a fixed binarization
+        (`kv.data.binarize_static`). Needs a likelihood on [0, 1] ("bernoulli").
+        The in-graph twin of `kv.data.make_dataset(binarize="dynamic")`.
+      warmup_steps: 0 (default: no warm-up) or N > 0: the KL weight rises from
+        0 to `beta` over N optimizer steps, computed inside the compiled step
+        from `optimizer.iterations` (keeps `steps_per_execution`, unlike the
+        `KLWarmup` callback; exact after a resume); `model.beta` holds the
+        current value.
+      warmup_schedule: "linear" (default) or "cyclical" (cycles of N steps,
+        rising over the first half of each; see `objectives.warmup_beta`).
       corruption, corruption_rate, corruption_stddev: denoising training, see
         `BaseAutoencoder` and `corrupt` (default None: no corruption).
 
@@ -80,7 +101,8 @@ class VAE(BaseAutoencoder):
 
     def __init__(self, encoder, decoder, prior=None, beta=1.0, num_samples=1,
                  analytic_kl=True, objective="elbo", free_bits=0.0, seed=0,
-                 corruption=None, corruption_rate=0.25, corruption_stddev=0.1, **kwargs):
+                 corruption=None, corruption_rate=0.25, corruption_stddev=0.1,
+                 binarize=None, warmup_steps=0, warmup_schedule="linear", **kwargs):
         super().__init__(encoder, decoder, corruption=corruption,
                          corruption_rate=corruption_rate,
                          corruption_stddev=corruption_stddev, seed=seed, **kwargs)
@@ -111,6 +133,10 @@ class VAE(BaseAutoencoder):
             )
         self.allows_missing = objective == "miwae"
         self._initial_beta = validation.non_negative_float("beta", beta)
+        self.binarize = check_binarize(binarize, getattr(self.decoder.head, "support", None))
+        self.warmup_steps = validation.non_negative_int("warmup_steps", warmup_steps)
+        self.warmup_schedule = validation.choice("warmup_schedule", warmup_schedule,
+                                                 objectives.WARMUP_SCHEDULES)
         self.beta = self.add_weight(
             name="beta", shape=(), dtype="float32", trainable=False,
             initializer=keras.initializers.Constant(self._initial_beta),
@@ -130,6 +156,14 @@ class VAE(BaseAutoencoder):
 
     def _scalar_metrics(self):
         return {"beta": self.beta}
+
+    def before_train_step(self):
+        """With `warmup_steps`: `beta = warmup_beta(optimizer.iterations)`, assigned in
+        the step (the loss of this step reads it; evaluation reads the last value)."""
+        if self.warmup_steps:
+            self.beta.assign(tf.cast(objectives.warmup_beta(
+                self.optimizer.iterations, self.warmup_steps, self.warmup_schedule,
+                0.0, self._initial_beta), tf.float32))
 
     def compute_terms(self, x, training=False, seed=None, num_samples=None):
         """Runs the objective on a batch: dict of `loss` (scalar) and per-example
@@ -188,4 +222,9 @@ class VAE(BaseAutoencoder):
             "objective": self.objective,
             "free_bits": self.free_bits,
         })
+        if self.binarize is not None:
+            config["binarize"] = self.binarize
+        if self.warmup_steps:
+            config.update({"warmup_steps": self.warmup_steps,
+                           "warmup_schedule": self.warmup_schedule})
         return config

@@ -46,6 +46,8 @@ __all__ = [
     "masked_log_prob",
     "check_factorises",
     "bits_per_dim",
+    "WARMUP_SCHEDULES",
+    "warmup_beta",
     "reconstruction_objective",
     "OBJECTIVES",
 ]
@@ -321,3 +323,49 @@ def reconstruction_objective(x, posterior, likelihood_fn):
     """
     reconstruction = -likelihood_fn(posterior.mean()).log_prob(x)
     return {"loss": tf.reduce_mean(reconstruction), "reconstruction": reconstruction}
+
+
+WARMUP_SCHEDULES = ("linear", "cyclical")
+
+
+def warmup_beta(step, steps, schedule="linear", start=0.0, target=1.0, ratio=0.5):
+    """The KL weight beta at optimizer step `step` of a warm-up: the one schedule
+    behind `VAE(warmup_steps=...)` (in the compiled step) and `KLWarmup` (a callback).
+
+    #### Mathematical details
+
+    ```none
+    linear   (Bowman et al., 2016): beta(t) = start + (target - start) * min(1, t / steps)
+    cyclical (Fu et al., 2019):     u = (t mod steps) / steps,
+                                    beta(t) = start + (target - start) * min(1, u / ratio)
+    ```
+
+    Computed in float64 (so a Python caller gets exactly the float formula above)
+    from TensorFlow ops, so `step` may be the `optimizer.iterations` variable
+    inside a compiled (XLA, `steps_per_execution > 1`) training step.
+
+    Args:
+      step: int (or int tensor), the optimizer steps done before this batch.
+      steps: positive int, the ramp (linear) or cycle (cyclical) length.
+      schedule: "linear" or "cyclical" (a Python string, fixed at tracing).
+      start, target: beta at step 0 and at the end of the ramp.
+      ratio: cyclical only, the share of each cycle spent increasing, in (0, 1].
+
+    Returns:
+      float64 scalar tensor.
+
+    Example:
+      >>> float(warmup_beta(250, 1000))
+      0.25
+    """
+    if schedule not in WARMUP_SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {list(WARMUP_SCHEDULES)}. "
+                         f"Received: schedule={schedule!r}")
+    t = tf.cast(step, tf.float64)
+    n = tf.constant(float(steps), tf.float64)
+    if schedule == "linear":
+        progress = tf.minimum(tf.constant(1.0, tf.float64), t / n)
+    else:
+        progress = tf.minimum(tf.constant(1.0, tf.float64),
+                              tf.math.floormod(t, n) / n / float(ratio))
+    return float(start) + (float(target) - float(start)) * progress

@@ -482,6 +482,14 @@ def train(config, run_dir, overwrite=False, resume=False, verbose=1, workers=1):
     return result
 
 
+def _pipeline_binarize(config, model):
+    """"dynamic" if the tf.data pipeline must binarize: models that binarize inside
+    their step (`VAE(binarize="dynamic")`, built so by build.py) get grey batches."""
+    if config["binarize"] == "dynamic" and getattr(model, "binarize", None) != "dynamic":
+        return "dynamic"
+    return None
+
+
 def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test,
                 y_train=None):
     """Single-process training into the locked, marked `run_dir`."""
@@ -501,13 +509,14 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
         train_ds = data_lib.make_dataset(
             x_train, y_train if conditional else None, batch_size=config["batch_size"],
             shuffle=True, seed=config["seed"],
-            binarize="dynamic" if config["binarize"] == "dynamic" else None, epoch=epoch)
+            binarize=_pipeline_binarize(config, model), epoch=epoch)
         partial = os.path.join(run_dir, "history.partial.json")
         log = _EpochLog(partial, _read_partial(partial, resume), progress)
         callbacks = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
                                                       double_checkpoint=True),
                      EpochCounter(epoch), log, StopOnNaN()]
-        if config["warmup_steps"] and config["model"] == "vae":
+        if config["warmup_steps"] and config["model"] == "vae" and not getattr(
+                model, "warmup_steps", 0):  # a VAE warms up in its step (build.py)
             callbacks.append(KLWarmup(config["warmup_steps"], config["warmup_schedule"],
                                       target=config["beta"]))
         if config["tensorboard"]:
@@ -645,8 +654,10 @@ def _history_from_rows(rows):
 
 def _evaluate(model, config, x_test, y_test):
     from keras_vae import evaluation
+    # A progress bar (stdout) for a person watching; none into a pipe or a log file.
     metrics = evaluation.evaluate_model(model, x_test, y_test,
-                                        num_samples=config["eval_samples"], seed=config["seed"])
+                                        num_samples=config["eval_samples"], seed=config["seed"],
+                                        verbose=int(sys.stdout.isatty()))
     labelled = config.get("conditional") or config.get("labels") is not None
     keras_metrics = model.evaluate(x_test, y_test if labelled else None,
                                    batch_size=config["batch_size"], return_dict=True,
