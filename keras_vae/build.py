@@ -114,6 +114,28 @@ def _check_resources(config, data_shape, likelihood_params=None):
                              likelihood_params=likelihood_params or 2 * int(np.prod(data_shape)))
 
 
+def _prior(config):
+    """`config["prior"]` as `VAE(prior=...)` takes it: the name, or with
+    `prior_components` a prior layer of that many components (the latent size
+    is filled in by the model)."""
+    if config["prior_components"] is None:
+        return config["prior"]
+    from keras_vae import priors
+    if config["prior"] == "vamp":
+        return priors.VampPrior(num_components=config["prior_components"])
+    d = config["latent_dims"][-1] if config.get("latent_dims") else config["latent_dim"]
+    return priors.MixturePrior(d, num_components=config["prior_components"])
+
+
+def _posterior(config):
+    """`config["posterior"]` as an encoder takes it: the name, or with
+    `flow_steps` an IAF head of that many steps."""
+    if config["flow_steps"] is None:
+        return config["posterior"]
+    from keras_vae import distributions
+    return distributions.IAFPosterior(config["latent_dim"], flow_steps=config["flow_steps"])
+
+
 def _table_networks(config, table, x_train):
     """Encoder (standardising its input) and decoder (mixed likelihood) for a table."""
     from keras_vae import likelihoods, networks
@@ -121,7 +143,7 @@ def _table_networks(config, table, x_train):
     shift, scale = table.input_statistics(x_train)
     encoder = networks.MLPEncoder(
         config["latent_dim"], hidden=tuple(config["hidden"]), activation=config["activation"],
-        posterior=config["posterior"],
+        posterior=_posterior(config),
         standardize=networks.Standardization(d, shift=shift, scale=scale))
     shift, scale = table.likelihood_statistics(x_train)
     head = likelihoods.TableLikelihood(
@@ -195,7 +217,7 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
     hidden = tuple(config["hidden"])
     if table is not None:
         encoder, decoder = _table_networks(config, table, x_train)
-        model = model_lib.VAE(encoder, decoder, prior=config["prior"], beta=config["beta"],
+        model = model_lib.VAE(encoder, decoder, prior=_prior(config), beta=config["beta"],
                               num_samples=config["num_samples"], objective=config["objective"],
                               free_bits=config["free_bits"], seed=config["seed"])
     elif config.get("latent_dims"):  # stacked stochastic layers (config checks the rest)
@@ -206,7 +228,7 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
             data_shape, latent_dims=tuple(config["latent_dims"]),
             hidden=None if list(hidden) == default else hidden,  # None: the IWAE paper's
             activation=config["activation"], likelihood=_likelihood(config, data_shape),
-            prior=config["prior"], objective=config["objective"],
+            prior=_prior(config), objective=config["objective"],
             num_samples=config["num_samples"], beta=config["beta"], seed=config["seed"])
     elif config["model"] in ("ae", "dae"):
         from keras_vae import autoencoders
@@ -220,12 +242,12 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
             if len(data_shape) != 3:
                 raise ValueError("The conv architecture needs image data (H, W, C). "
                                  f"Received: data shape {data_shape}")
-            encoder = networks.ConvEncoder(config["latent_dim"], posterior=config["posterior"])
+            encoder = networks.ConvEncoder(config["latent_dim"], posterior=_posterior(config))
             decoder = networks.ConvDecoder(data_shape, likelihood=_likelihood(config, data_shape))
         else:
             encoder = networks.MLPEncoder(config["latent_dim"], hidden=hidden,
                                     activation=config["activation"],
-                                    posterior=config["posterior"])
+                                    posterior=_posterior(config))
             decoder = networks.MLPDecoder(data_shape, hidden=hidden[::-1],
                                     activation=config["activation"],
                                     likelihood=_likelihood(config, data_shape))
@@ -256,7 +278,7 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
         extra.update(binarize="dynamic" if in_graph else None,
                      warmup_steps=config["warmup_steps"] if config["model"] == "vae" else 0,
                      warmup_schedule=config["warmup_schedule"])
-        model = model_class(encoder, decoder, prior=config["prior"], beta=config["beta"],
+        model = model_class(encoder, decoder, prior=_prior(config), beta=config["beta"],
                             num_samples=config["num_samples"], objective=config["objective"],
                             free_bits=config["free_bits"], seed=config["seed"], **extra)
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),

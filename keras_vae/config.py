@@ -144,6 +144,11 @@ OPTIONS = (
     Option("likelihood_scale", 0.1, "float", "model", "scale of the fixed Gaussian"),
     Option("posterior", "diagonal", "choice", "model", "q(z|x) covariance", choices=_posteriors),
     Option("prior", "standard_normal", "choice", "model", "p(z)", choices=_priors),
+    Option("prior_components", None, "int", "model",
+           "components of --prior mixture (default 10) or vamp (pseudo-inputs, default 500)",
+           nullable=True, maximum=100_000),
+    Option("flow_steps", None, "int", "model", "IAF steps of --posterior iaf (default 2)",
+           nullable=True, maximum=64),
     Option("objective", "elbo", "choice", "model", "training objective", choices=_objectives),
     Option("num_samples", 1, "int", "model", "L samples (ELBO) or K (IWAE) per example",
            maximum=100_000),
@@ -267,6 +272,14 @@ def validate(config):
         if out[key] and out["model"] == "vae":
             raise ValueError(f"`{key}` applies to autoencoders (model 'ae' or 'dae'). "
                              f"Received: model='vae', {key}=True")
+    if out["prior_components"] is not None and out["prior"] not in ("mixture", "vamp"):
+        raise ValueError("`prior_components` applies to --prior mixture or vamp. "
+                         f"Received: prior={out['prior']!r}, "
+                         f"prior_components={out['prior_components']!r}")
+    if out["flow_steps"] is not None and out["posterior"] != "iaf":
+        raise ValueError("`flow_steps` applies to --posterior iaf. "
+                         f"Received: posterior={out['posterior']!r}, "
+                         f"flow_steps={out['flow_steps']!r}")
     if out["latent_dims"] is not None:
         _check_latent_dims(config, out)
     for key in ("categorical", "numeric"):

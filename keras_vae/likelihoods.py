@@ -279,10 +279,20 @@ class TableColumns(tfd.Distribution):
     def _group(self, values, group):
         return tf.gather(values, self._layout[group], axis=-1)
 
+    def _present(self, group):
+        # Column groups with no column are left out of the graph: their tensors
+        # are empty ([..., 0]) and TFLite's kernels crash on empty dynamic
+        # tensors (a float32 decoder of an all-numeric table segfaulted at batch > 1).
+        return len(self._layout[group]) > 0
+
     def _in_column_order(self, numeric, binary, categorical):
-        parts = [numeric, binary, categorical]
-        shape = tf.broadcast_dynamic_shape(tf.shape(numeric)[:-1], tf.shape(binary)[:-1])
-        shape = tf.broadcast_dynamic_shape(shape, tf.shape(categorical)[:-1])
+        parts = [p for p, g in ((numeric, "numeric"), (binary, "binary"),
+                                (categorical, "categorical")) if self._present(g)]
+        if len(parts) == 1:  # one kind of column: already in the table's order
+            return parts[0]
+        shape = tf.shape(parts[0])[:-1]
+        for p in parts[1:]:
+            shape = tf.broadcast_dynamic_shape(shape, tf.shape(p)[:-1])
         parts = [tf.broadcast_to(p, tf.concat([shape, tf.shape(p)[-1:]], 0)) for p in parts]
         return tf.gather(tf.concat(parts, -1), self._layout["order"], axis=-1)
 
@@ -297,13 +307,17 @@ class TableColumns(tfd.Distribution):
         x = tf.cast(x, tf.float32)
         missing = tf.math.is_nan(x)
         x = tf.where(missing, tf.broadcast_to(self._shift, tf.shape(x)), x)  # finite, any value
-        numeric = self.numeric_distribution().log_prob(self._group(x, "numeric"))
-        low, width = self._group(self._shift, "binary"), self._group(self._scale, "binary")
-        b = (self._group(x, "binary") - low) / width
-        binary = b * self._bin_logits - tf.nn.softplus(self._bin_logits)
-        codes = tf.cast(tf.round(self._group(x, "categorical")), tf.int32)
-        codes = tf.clip_by_value(codes, 0, self._layout["max_categories"] - 1)
-        categorical = tfd.Categorical(logits=self._cat_logits).log_prob(codes)
+        numeric = binary = categorical = None
+        if self._present("numeric"):
+            numeric = self.numeric_distribution().log_prob(self._group(x, "numeric"))
+        if self._present("binary"):
+            low, width = self._group(self._shift, "binary"), self._group(self._scale, "binary")
+            b = (self._group(x, "binary") - low) / width
+            binary = b * self._bin_logits - tf.nn.softplus(self._bin_logits)
+        if self._present("categorical"):
+            codes = tf.cast(tf.round(self._group(x, "categorical")), tf.int32)
+            codes = tf.clip_by_value(codes, 0, self._layout["max_categories"] - 1)
+            categorical = tfd.Categorical(logits=self._cat_logits).log_prob(codes)
         lp = self._in_column_order(numeric, binary, categorical)
         return tf.where(tf.broadcast_to(missing, tf.shape(lp)), tf.zeros_like(lp), lp)
 
@@ -312,20 +326,30 @@ class TableColumns(tfd.Distribution):
         return self.log_prob(x)
 
     def _mean(self):
-        numeric = self._group(self._shift, "numeric") + self._group(
-            self._scale, "numeric") * self._num_loc
-        binary = self._group(self._shift, "binary") + self._group(
-            self._scale, "binary") * tf.sigmoid(self._bin_logits)
-        categorical = tf.cast(tf.argmax(self._cat_logits, axis=-1), tf.float32)
+        numeric = binary = categorical = None
+        if self._present("numeric"):
+            numeric = self._group(self._shift, "numeric") + self._group(
+                self._scale, "numeric") * self._num_loc
+        if self._present("binary"):
+            binary = self._group(self._shift, "binary") + self._group(
+                self._scale, "binary") * tf.sigmoid(self._bin_logits)
+        if self._present("categorical"):
+            categorical = tf.cast(tf.argmax(self._cat_logits, axis=-1), tf.float32)
         return self._in_column_order(numeric, binary, categorical)
 
     def _sample_n(self, n, seed=None):
         seeds = tfp.random.split_seed(seed, n=3, salt="TableColumns")
-        numeric = self.numeric_distribution().sample(n, seed=seeds[0])
-        bits = tfd.Bernoulli(logits=self._bin_logits, dtype=tf.float32).sample(n, seed=seeds[1])
-        binary = self._group(self._shift, "binary") + self._group(self._scale, "binary") * bits
-        categorical = tf.cast(tfd.Categorical(logits=self._cat_logits).sample(n, seed=seeds[2]),
-                              tf.float32)
+        numeric = binary = categorical = None
+        if self._present("numeric"):
+            numeric = self.numeric_distribution().sample(n, seed=seeds[0])
+        if self._present("binary"):
+            bits = tfd.Bernoulli(logits=self._bin_logits, dtype=tf.float32).sample(
+                n, seed=seeds[1])
+            binary = self._group(self._shift, "binary") + self._group(
+                self._scale, "binary") * bits
+        if self._present("categorical"):
+            categorical = tf.cast(
+                tfd.Categorical(logits=self._cat_logits).sample(n, seed=seeds[2]), tf.float32)
         return self._in_column_order(numeric, binary, categorical)
 
 

@@ -62,6 +62,19 @@ def tree_digest(folder):
     return out
 
 
+def assert_cli_refuses(capsys, argv, needle, target):
+    """`keras-vae` with `argv` exits 2 with `needle` in its last stderr line and
+    leaves `target` (the run folder it names) uncreated."""
+    from keras_vae import cli
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2, argv
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and needle in err[-1], (argv, err)
+    assert not os.path.exists(target), argv
+
+
 @pytest.fixture(scope="session")
 def digits():
     """sklearn's embedded 8x8 digits in [0, 1], shape (1797, 8, 8, 1), with labels."""

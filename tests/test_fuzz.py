@@ -191,16 +191,15 @@ CONSTRUCTORS = [
                st.tuples(st.text(min_size=1, max_size=2)), st.none()),
      lambda v: kv.MLPDecoder(v)),
     ("MLPDecoder(likelihood)", BAD_NAMES.filter(
-        lambda v: v not in kv.likelihoods.LIKELIHOODS if hasattr(kv.likelihoods, "LIKELIHOODS")
-        else v not in ("bernoulli", "gaussian", "gaussian_learned", "continuous_bernoulli")),
+        lambda v: v not in kv.likelihoods.LIKELIHOODS),
      lambda v: kv.MLPDecoder((4,), likelihood=v)),
     ("MLPEncoder(posterior)", BAD_NAMES.filter(
-        lambda v: v not in ("diagonal", "full", "point_mass")),
+        lambda v: v not in kv.distributions.POSTERIORS),
      lambda v: kv.MLPEncoder(2, posterior=v)),
-    ("VAE(objective)", BAD_NAMES.filter(lambda v: v not in ("elbo", "iwae")),
+    ("VAE(objective)", BAD_NAMES.filter(lambda v: v not in kv.objectives.OBJECTIVES),
      lambda v: _vae(objective=v)),
     ("VAE(prior)", BAD_NAMES.filter(lambda v: v is not None
-                                    and v not in ("standard_normal", "mixture")),
+                                    and v not in kv.priors.PRIORS),
      lambda v: _vae(prior=v)),
     ("VAE(analytic_kl)", st.one_of(st.text(max_size=3), st.integers(), st.none()),
      lambda v: _vae(analytic_kl=v)),

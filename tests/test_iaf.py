@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from conftest import assert_cli_refuses
 
 import keras_vae as kv
 from keras_vae import cli, flows, objectives
@@ -199,12 +200,16 @@ def test_bad_arguments_are_refused_clearly(kwargs, error, match):
 
 def test_cli_accepts_posterior_iaf_and_refuses_bad_values(tmp_path, capsys):
     run = str(tmp_path / "run")
-    assert cli.main(["--quiet", "train", run, "--posterior", "iaf", "--epochs", "1",
-                     "--hidden", "16", "--eval-samples", "5", "--no-export",
+    assert cli.main(["--quiet", "train", run, "--posterior", "iaf", "--flow-steps", "3",
+                     "--epochs", "1", "--hidden", "16", "--eval-samples", "5", "--no-export",
                      "--no-web", "--no-plots"]) == 0
     loaded = keras.models.load_model(str(tmp_path / "run" / "model.keras"))
-    assert isinstance(loaded.encoder.head, IAFPosterior)
+    assert isinstance(loaded.encoder.head, IAFPosterior) and loaded.encoder.head.flow_steps == 3
     capsys.readouterr()
+    for flags, needle in ((["--flow-steps", "3"], "applies to --posterior iaf"),
+                          (["--posterior", "iaf", "--flow-steps", "0"], "flow_steps")):
+        assert_cli_refuses(capsys, ["train", str(tmp_path / "bad"), *flags], needle,
+                           tmp_path / "bad")
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage line + one error line
         cli.main(["train", str(tmp_path / "bad"), "--posterior", "flow"])
     assert exit_info.value.code == 2

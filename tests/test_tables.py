@@ -230,3 +230,79 @@ def test_table_vae_trains_saves_and_speaks_user_units(tmp_path):
     np.testing.assert_allclose(kv.log_likelihood(loaded, x, num_samples=8).log_px,
                                kv.log_likelihood(model, x, num_samples=8).log_px, rtol=1e-4)
     assert os.path.getsize(path) > 0
+
+
+
+
+_TFLITE_BY_COLUMN_KINDS = """
+import sys
+import numpy as np
+import keras_vae as kv
+from keras_vae import config as config_schema
+from keras_vae.build import build_model
+from keras_vae.export import lite
+for path in sys.argv[1:]:
+    t = kv.data.read_table(path)
+    c = config_schema.validate({"data": path, "latent_dim": 2, "hidden": [8], "epochs": 1})
+    model = build_model(c, (len(t.columns),), table=t, x_train=t.x)
+    files = lite.convert(model, ("float32",))
+    z = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
+    out = lite.run(files["float32"], "decode", z=z)
+    assert lite.within_tolerance(out, {"x_mean": model.decode(z).mean().numpy()}, 1e-5), path
+    drawn = lite.run(files["sampler"], "sample", n=np.array(8, np.int32))
+    assert drawn["x_mean"].shape == (8, len(t.columns)), path
+    print("ok", path)
+"""
+
+
+def test_table_tflite_decoders_run_at_batch_above_one_for_every_mix_of_column_kinds(tmp_path):
+    # A float32 TFLite decoder of a table with no binary/categorical (or no
+    # numeric) column segfaulted at batch > 1 (empty column groups reached
+    # TFLite's kernels), killing `keras-vae train --data t.csv`. Fresh
+    # process: a crash fails this test instead of killing the suite.
+    import subprocess
+    import sys
+    tables = {
+        "numeric": "a,b\n" + "".join(f"{1000 + 37 * i},{0.1 + 0.001 * i}\n" for i in range(20)),
+        "binary_categorical": "s,c\n" + "".join(f"{i % 2},{'ab'[i % 3 == 0]}\n"
+                                                 for i in range(20)),
+        "categorical": "c\n" + "".join(f"{'xyz'[i % 3]}\n" for i in range(20)),
+        "mixed": GOOD,
+    }
+    paths = [_write(tmp_path, text, f"{name}.csv") for name, text in tables.items()]
+    proc = subprocess.run([sys.executable, "-c", _TFLITE_BY_COLUMN_KINDS, *paths],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.count("ok ") == len(tables), proc.stdout
+
+
+def test_table_run_exports_by_default_and_parity_holds_in_user_units(tmp_path):
+    # The user's path: `keras-vae train RUN --data t.csv` exports by default;
+    # the parity check held outputs in the user's units (a column in the
+    # thousands) to an absolute 1e-5 that float32 cannot meet (1.5e-5 seen).
+    import json
+    import subprocess
+    import sys
+    rows = "".join(f"{1000 + 37 * i},{0.1 + 0.001 * i}\n" for i in range(40))
+    data = _write(tmp_path, "area,ratio\n" + rows)
+    run = str(tmp_path / "run")
+    proc = subprocess.run([sys.executable, "-m", "keras_vae", "train", run, "--data", data,
+                           "--epochs", "2", "--tflite", "float32", "--no-jit-compile",
+                           "--quiet"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    with open(os.path.join(run, "export", "parity.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    rows = {k: r for k, r in report["artifacts"].items() if r.get("within_tolerance") is not None}
+    assert "tflite/float32" in rows and "tflite/sampler" in rows, sorted(report["artifacts"])
+    assert all(r["within_tolerance"] for r in rows.values()), {
+        k: (r["max_abs_diff"], r["tolerance"]) for k, r in rows.items()
+        if not r["within_tolerance"]}
+
+
+def test_parity_tolerance_is_relative_to_the_output_magnitude():
+    from keras_vae.export.lite import within_tolerance
+    assert within_tolerance({"x_mean": [2000.0]}, {"x_mean": [2000.01]}, 1e-5)
+    assert not within_tolerance({"x_mean": [2000.0]}, {"x_mean": [2000.1]}, 1e-5)
+    assert not within_tolerance({"x_mean": [0.0]}, {"x_mean": [2e-5]}, 1e-5)
+    assert within_tolerance({"x_mean": [0.5], "logits": [0.0]},
+                            {"x_mean": [0.5], "logits": [9.0]}, 1e-5)  # logits only reported

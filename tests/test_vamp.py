@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import assert_cli_refuses
 from scipy.special import logsumexp
 from scipy.stats import norm
 
@@ -159,12 +160,17 @@ def test_encoders_it_cannot_use_are_refused():
 
 def test_cli_accepts_prior_vamp_and_refuses_bad_values(tmp_path, capsys):
     run = str(tmp_path / "run")
-    assert cli.main(["--quiet", "train", run, "--prior", "vamp", "--epochs", "1",
-                     "--hidden", "16", "--eval-samples", "5", "--no-export",
+    assert cli.main(["--quiet", "train", run, "--prior", "vamp", "--prior-components", "7",
+                     "--epochs", "1", "--hidden", "16", "--eval-samples", "5", "--no-export",
                      "--no-web", "--no-plots"]) == 0
     loaded = keras.models.load_model(os.path.join(run, "model.keras"))
-    assert isinstance(loaded.prior, VampPrior) and loaded.prior.num_components == 500
+    assert isinstance(loaded.prior, VampPrior) and loaded.prior.num_components == 7
     capsys.readouterr()
+    for flags, needle in ((["--prior-components", "5"], "applies to --prior mixture or vamp"),
+                          (["--prior", "mixture", "--prior-components", "0"], "prior_components"),
+                          (["--prior", "vamp", "--prior-components", "x"], "prior-components")):
+        assert_cli_refuses(capsys, ["train", str(tmp_path / "bad"), *flags], needle,
+                           tmp_path / "bad")
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage line + one error line
         cli.main(["train", str(tmp_path / "bad"), "--prior", "vampprior"])
     assert exit_info.value.code == 2
