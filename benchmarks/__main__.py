@@ -1,5 +1,9 @@
 """`python -m benchmarks [SUITE ...] [--quick] [--write benchmarks/RESULTS.md]`.
 
+`python -m benchmarks setup-peers` creates the peers' own virtualenv (torch,
+jax/flax, pythae; ~/.cache/keras-vae/peers-venv or $KV_PEERS_VENV) for the
+`peers` suite; nothing else needs it.
+
 Suites (default: throughput conv loglik export; `all` adds quality and conditional):
 
 ```none
@@ -14,6 +18,9 @@ conditional CVAE samples classified as the asked class; M2 accuracy with 100/1,0
 parity      kv.VAE vs a plain-TF implementation of the IWAE paper's recipe, ablated one
             factor at a time over seeds (benchmarks/parity.py)
 imputation  sklearn tables, 50% MCAR: MIWAE vs sklearn imputers; one-class anomaly AUC
+peers       the throughput cells with PyTorch (eager, torch.compile), JAX/Flax (jit) and
+            Pythae's TrainingPipeline as subprocesses in the same interleaved rounds, vs
+            kv_auto and the plain-TF references (needs `setup-peers`; benchmarks/peers.py)
 ```
 
 Everything runs in this one process; contestants are interleaved round by
@@ -24,14 +31,16 @@ quality and conditional (unless named). Tables are printed as they finish;
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SUITES = ("throughput", "conv", "loglik", "export", "quality", "conditional", "parity",
-          "imputation")
+          "imputation", "peers")
 DEFAULT = ("throughput", "conv", "loglik", "export")
+_PEERS = ("torch", "torch_compile", "jax", "pythae")  # benchmarks.peers.PEERS, without importing
 
 
 def _parser():
@@ -75,11 +84,37 @@ def _parser():
     p.add_argument("--steps", type=int, default=3000, help="imputation: MIWAE Adam steps per fit")
     p.add_argument("--impute-l", type=int, default=10_000,
                    help="imputation: importance samples L")
+    p.add_argument("--peers", default=",".join(_PEERS),
+                   help="peers: comma-separated peers to run (default: all)")
+    p.add_argument("--peer-threads", type=int,
+                   help="peers: torch.set_num_threads in the torch peers (default: torch's)")
+    p.add_argument("--batches", help="peers: comma-separated B (default 32,128,512; quick 128)")
+    p.add_argument("--latents", help="peers: comma-separated d (default 2,50; quick 50)")
+    p.add_argument("--no-conv", action="store_true", help="peers: leave out the conv cell")
     p.add_argument("--write", metavar="PATH", help="update these results' sections in PATH")
     return p
 
 
+def _setup_peers(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks setup-peers",
+                                description="Create the peers' virtualenv (torch==2.13.0 CPU "
+                                "first, jax/flax/optax, pythae without deps).")
+    p.add_argument("--venv", help="folder (default: $KV_PEERS_VENV or "
+                   "~/.cache/keras-vae/peers-venv)")
+    args = p.parse_args(argv)
+    from benchmarks import peers
+    try:
+        peers.setup(args.venv)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"setup-peers: failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["setup-peers"]:
+        return _setup_peers(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     unknown = [s for s in args.suites if s not in SUITES + ("all",)]
@@ -88,7 +123,7 @@ def main(argv=None):
     suites = list(args.suites or DEFAULT)
     if "all" in suites:
         suites = list(SUITES)
-    for long_suite in ("quality", "conditional", "parity", "imputation"):
+    for long_suite in ("quality", "conditional", "parity", "imputation", "peers"):
         if args.quick and long_suite in suites and long_suite not in args.suites:
             suites.remove(long_suite)  # `all --quick`; named explicitly it runs its own budget
     datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
@@ -97,6 +132,27 @@ def main(argv=None):
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     if not parts or any(p not in ("cvae", "m2") for p in parts):
         parser.error(f"--parts must name some of cvae, m2; got {args.parts!r}")
+    peer_python = None
+    if "peers" in suites:
+        from benchmarks import peers as peers_mod
+        chosen = tuple(p.strip() for p in args.peers.split(",") if p.strip())
+        if not chosen or any(p not in peers_mod.PEERS for p in chosen):
+            parser.error(f"--peers must name some of {', '.join(peers_mod.PEERS)}; "
+                         f"got {args.peers!r}")
+        peer_python = peers_mod.venv_python()
+        if peer_python is None:
+            line = (f"peers: the peers virtualenv is missing at {peers_mod.venv_dir()}; "
+                    "create it with `python -m benchmarks setup-peers`")
+            if "peers" in args.suites:  # asked for by name: refuse
+                print(f"python -m benchmarks: error: {line}", file=sys.stderr)
+                return 2
+            print(f"{line} (skipped)", flush=True)
+            suites.remove("peers")
+    elif "all" in args.suites or not args.suites:
+        from benchmarks import peers as peers_mod
+        if peers_mod.venv_python() is None:
+            print("peers: skipped (not in these suites; it also needs "
+                  "`python -m benchmarks setup-peers`)", flush=True)
     rounds = args.rounds or (3 if args.quick else 12)
     seconds = args.seconds or (0.4 if args.quick else 1.0)
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -135,6 +191,40 @@ def main(argv=None):
                                           log=log, skip=skip)
         emit("throughput", "Training throughput (examples/s)",
              report.throughput_tables(rows, ceilings))
+    if "peers" in suites:
+        from benchmarks import peers as peers_mod
+        from benchmarks import throughput
+        try:
+            batches = tuple(int(b) for b in (args.batches or ("128" if args.quick else
+                                                               "32,128,512")).split(","))
+            latents = tuple(int(d) for d in (args.latents or ("50" if args.quick else
+                                                              "2,50")).split(","))
+        except ValueError:
+            parser.error("--batches and --latents must be comma-separated integers; got "
+                         f"{args.batches!r}, {args.latents!r}")
+        log("peers: measuring the matmul ceiling ...")
+        ceilings = timing.matmul_ceiling(batches, seconds=0.5 if args.quick else 1.0)
+        external, failures, close = peers_mod.peer_contestants(
+            peer_python, x_train, peers=chosen, threads=args.peer_threads, log=log)
+        skip = ("kv_keras", "kv_spe")  # kept: ref, ref_xla, kv_auto (the default path), kv_xla
+        try:
+            rows = throughput.mlp_grid(x_train, batches, latents,
+                                       rounds, seconds, ceilings, args.spe,
+                                       iwae_k=0 if args.quick else 5, log=log, skip=skip,
+                                       external=external)
+            if not args.no_conv:
+                rows += throughput.conv_cells(x_train, (128,), 2, rounds, seconds, ceilings,
+                                              args.spe, log=log, skip=skip + ("keras_example",),
+                                              external=external)
+        finally:
+            close()
+        env_peers = "; ".join(f"{k}: {v}" for k, v in sorted(external.versions.items()))
+        emit("peers", "Peers: PyTorch, JAX/Flax and Pythae vs keras_vae",
+             f"Peers' versions: {env_peers}. Load average when the table was made: "
+             f"{timing.environment()['load_average']}.\n\n"
+             + peers_mod.peers_table(rows, failures, args.peer_threads)
+             + "\n\nAll contestants of these cells:\n\n"
+             + report.throughput_tables(rows, ceilings).split("Detail:\n\n", 1)[1])
     if "loglik" in suites:
         from benchmarks import loglik, throughput
         n = args.loglik_n or (30 if args.quick else 500)

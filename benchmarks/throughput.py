@@ -117,8 +117,17 @@ def _calibrate(run_one_step, seconds):
     return max(10, int(seconds / per_step))
 
 
-def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
-    """Builds, warms and times the contestants of one cell. Returns a list of row dicts."""
+def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe, external=None):
+    """Builds, warms and times the contestants of one cell. Returns a list of row dicts.
+
+    `external`: name -> `make(steps)` for contestants in other processes (the
+    peers, `benchmarks/peers.py`): called after the warm-up with the timed
+    number of steps, it returns a warmed zero-argument runner (returning the
+    loss) whose `measured()` replaces the CPU time and memory measured here,
+    or None when that contestant cannot run this cell. Every row also gets
+    `ratio_to`: other contestant -> (median, IQR) of its per-round seconds
+    over this row's (> 1: this row is faster).
+    """
     import keras_vae as kv
 
     # keras_vae contestants binarize in their step (grey batches); "_pipe" ones and the
@@ -143,6 +152,10 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
     for name in models:
         runner(name, steps)()
     runners = {name: runner(name, steps) for name in models}
+    for name, make in (external or {}).items():
+        run = make(steps)
+        if run is not None:
+            runners[name] = run
     losses = {}
 
     def timed(name):
@@ -151,12 +164,15 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
         return go
 
     ceiling_run, ceiling_flop = timing.ceiling_runner(batch, seconds=min(0.5, seconds))
-    result = timing.interleave({"_ceiling": ceiling_run, **{n: timed(n) for n in models}},
+    result = timing.interleave({"_ceiling": ceiling_run, **{n: timed(n) for n in runners}},
                                rounds)
+    for name in runners:
+        if name not in models:
+            result[name].update(runners[name].measured())
     ceiling_gflops = ceiling_flop / np.asarray(result["_ceiling"]["seconds"]) / 1e9
     rows = []
     ref_seconds = result["ref"]["seconds"]
-    for name in models:
+    for name in runners:
         secs = result[name]["seconds"]
         rate = steps * batch / float(np.median(secs))
         # share of the ceiling measured in the same round (paired), median over rounds
@@ -174,8 +190,13 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
             "best_ceiling_gflops": ceiling,
             "peak_mb": result[name]["peak_mb"], "growth_mb": result[name]["growth_mb"],
             "final_loss": losses.get(name),
-            "plan": getattr(models[name], "execution_plan", None),
+            "plan": getattr(models.get(name), "execution_plan", None),
+            "ratio_to": {other: timing.median_ratio(result[other]["seconds"], secs)
+                         for other in runners if other != name},
         })
+    for name in runners:
+        if name not in models:
+            runners[name].close()
     models.clear()  # free the cell's models, datasets and iterators before the next
     runners.clear()
     gc.collect()
@@ -183,7 +204,7 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
 
 
 def mlp_grid(x, batches=(32, 128, 512), latents=(2, 50), rounds=5, seconds=1.0,
-             ceilings=None, spe=10, iwae_k=5, log=print):
+             ceilings=None, spe=10, iwae_k=5, log=print, skip=(), external=None):
     """Times the MLP VAE over batch sizes and latent sizes (plus IWAE K at B=128, d=50).
 
     Args:
@@ -195,6 +216,9 @@ def mlp_grid(x, batches=(32, 128, 512), latents=(2, 50), rounds=5, seconds=1.0,
       spe: steps_per_execution of the `kv_spe` and `kv_xla` contestants.
       iwae_k: K of the extra IWAE cell (0 to skip).
       log: progress printer.
+      skip: contestants to leave out.
+      external: cell dict (`arch`, `batch`, `latent`, `objective`, `k`) -> the
+        `external` contestants of `_cell` (the peers, `benchmarks.peers`).
 
     Returns:
       list of row dicts (one per contestant and cell) with `arch`, `latent`,
@@ -216,16 +240,19 @@ def mlp_grid(x, batches=(32, 128, 512), latents=(2, 50), rounds=5, seconds=1.0,
             "kv_spe": lambda: _kv_mlp(latent, objective, k, False, spe),
             "kv_xla": lambda: _kv_mlp(latent, objective, k, True, spe),
         }
+        builders = {k_: v for k_, v in builders.items() if k_ not in skip}
         flops = mlp_flops(latent, num_samples=k)
         ceiling = (ceilings or {}).get(batch, np.nan)
-        for row in _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe):
+        extra = external({"arch": "mlp", "batch": batch, "latent": latent,
+                          "objective": objective, "k": k}) if external else None
+        for row in _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe, extra):
             rows.append({"arch": "mlp", "latent": latent, "objective": objective,
                          "num_samples": k, **row})
     return rows
 
 
 def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None, spe=10,
-               log=print, skip=()):
+               log=print, skip=(), external=None):
     """Times the Keras-example conv VAE: keras_vae vs plain TF vs the example's own code.
 
     Args: as `mlp_grid`; `skip` names contestants to leave out.
@@ -244,7 +271,10 @@ def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None
         }
         builders = {k: v for k, v in builders.items() if k not in skip}
         ceiling = (ceilings or {}).get(batch, np.nan)
-        for row in _cell(builders, batch, x, rounds, seconds, conv_flops(latent), ceiling, spe):
+        extra = external({"arch": "conv", "batch": batch, "latent": latent,
+                          "objective": "elbo", "k": 1}) if external else None
+        for row in _cell(builders, batch, x, rounds, seconds, conv_flops(latent), ceiling, spe,
+                         extra):
             rows.append({"arch": "conv", "latent": latent, "objective": "elbo",
                          "num_samples": 1, **row})
     return rows
