@@ -209,6 +209,32 @@ def test_screenshot_is_not_blank(page):
     assert manifest["latent_dim"] == 2 and manifest["data_shape"] == [8, 8, 1]
 
 
+
+def test_plane_tiles_show_the_decoded_images_apart(page, vae):
+    # The 12x12 plane, read back from its canvas: each tile is Keras's decoder
+    # mean at the tile's N(0, 1) quantiles (x: dim 0 left to right, y: dim 1
+    # bottom to top), pixel for pixel, and tiles are kept apart by a grey gap
+    # (8x8 digits fill their height: edge to edge they read as stripes).
+    from scipy.stats import norm
+    got = page.evaluate("(() => { const c = document.getElementById('plane'); return "
+                        "Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height)"
+                        ".data.filter((_, i) => i % 4 == 0)); })()")
+    size = int(round(len(got) ** 0.5))
+    canvas = np.asarray(got, "int64").reshape(size, size)
+    n, step = 12, size / 12
+    gap = max(1, round(step / 16))
+    inner = step - gap
+    for r, k in ((0, 0), (0, n - 1), (n - 1, 0), (n - 1, n - 1), (3, 6)):
+        z = np.array([[norm.ppf((k + 0.5) / n), norm.ppf(1 - (r + 0.5) / n)]], "float32")
+        want = np.round(255 * np.clip(vae.decode(z).mean().numpy()[0, ..., 0], 0, 1))
+        x0, y0 = k * step + gap / 2, r * step + gap / 2
+        rows = (y0 + (np.arange(8) + 0.5) * inner / 8).astype(int)
+        cols = (x0 + (np.arange(8) + 0.5) * inner / 8).astype(int)
+        tile = canvas[np.ix_(rows, cols)]
+        assert np.abs(tile - want).max() <= 2, (r, k, tile, want)
+    for k in range(1, n):  # the gap column between tiles k-1 and k, in every row
+        assert (canvas[:, int(k * step)] == 0x77).mean() > 0.9, k
+
 def test_prior_samples_follow_the_seed(page):
     browser = page
     grab = "document.getElementById('grid').toDataURL()"

@@ -178,6 +178,18 @@ function draw(canvas, pixels, x, y, w, h) {
   g.drawImage(imageOf(pixels), x, y, w, h);
 }
 
+// A grid of decoded images with a thin gap between tiles: images whose ink
+// reaches their edges (the 8x8 digits fill their height) would otherwise run
+// into one another and read as stripes.
+function drawTiles(canvas, images, n) {
+  const g = canvas.getContext("2d"), step = canvas.width / n;
+  const gap = Math.max(1, Math.round(step / 16));
+  g.fillStyle = "#777";
+  g.fillRect(0, 0, canvas.width, canvas.height);
+  images.forEach((px, k) => draw(canvas, px, (k % n) * step + gap / 2,
+                                 Math.floor(k / n) * step + gap / 2, step - gap, step - gap));
+}
+
 function currentClass() {
   return manifest && manifest.num_classes ? Number($("class").value) : 0;
 }
@@ -199,14 +211,12 @@ const N_PLANE = 12, N_GRID = 8;
 let planeImage = null, pending = null, busy = false;
 
 async function drawPlane() {
-  const c = $("plane"), rows = [], step = c.width / N_PLANE;
+  const c = $("plane"), rows = [];
   for (let r = 0; r < N_PLANE; r++) {
     for (let k = 0; k < N_PLANE; k++) rows.push(planeZ((k + 0.5) / N_PLANE, 1 - (r + 0.5) / N_PLANE));
   }
   const ys = rows.map(() => currentClass());
-  const pixels = await decodeRows(rows, ys);
-  pixels.forEach((px, n) => draw(c, px, (n % N_PLANE) * step, Math.floor(n / N_PLANE) * step,
-                                 step, step));
+  drawTiles(c, await decodeRows(rows, ys), N_PLANE);
   planeImage = c.getContext("2d").getImageData(0, 0, c.width, c.height);
 }
 
@@ -239,10 +249,7 @@ async function pointAt(p, q) {
 async function drawSamples() {
   const seed = Math.max(0, Math.floor(Number($("seed").value) || 0));
   const rows = priorDraws(manifest.prior, manifest.latent_dim, N_GRID * N_GRID, seed);
-  const pixels = await decodeRows(rows, rows.map(() => currentClass()));
-  const c = $("grid"), step = c.width / N_GRID;
-  pixels.forEach((px, n) => draw(c, px, (n % N_GRID) * step, Math.floor(n / N_GRID) * step,
-                                 step, step));
+  drawTiles($("grid"), await decodeRows(rows, rows.map(() => currentClass())), N_GRID);
 }
 
 async function redraw() {
