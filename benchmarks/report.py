@@ -68,12 +68,13 @@ def throughput_tables(rows, ceilings):
                fmt(r["examples_per_cpu_s"]), f"{r['cpu_ratio_to_ref']:.2f}",
                fmt(r["gflops"], 1), fmt(r["ceiling_gflops"], 1), f"{100 * r['ceiling_share']:.0f}%",
                fmt(r["peak_mb"]), fmt(r["growth_mb"]),
-               fmt(r["final_loss"], 1) if r["final_loss"] is not None else "-"]
+               fmt(r["final_loss"], 1) if r["final_loss"] is not None else "-",
+               fmt(r["setup_seconds"], 2) if r.get("setup_seconds") is not None else "-"]
               for r in rows]
     dhead = ["arch", "B", "d", "objective", "contestant", "examples/s", "ratio to ref (± IQR/2)",
              "examples per CPU-s", "CPU ratio to ref",
              "GFLOP/s", "paired ceiling GFLOP/s", "share of ceiling", "peak RSS MB",
-             "RSS growth MB", "train loss"]
+             "RSS growth MB", "train loss", "fit setup s (once per call, not timed)"]
     ceiling = table(["B (rows of the [B,784]x[784,200] product)", "best matmul GFLOP/s"],
                     [[b, fmt(g, 1)] for b, g in sorted(ceilings.items())])
     return ("Ratios are examples/s relative to `ref` in the same cell (medians of per-round "

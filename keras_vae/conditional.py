@@ -232,7 +232,8 @@ class ConditionalVAE(VAE):
             return self.check_condition(y, n, f"{name}[1]" if name != "x" else "y",
                                         allow_unlabelled=self.unlabelled_allowed)
         if isinstance(x, tf.data.Dataset) and y is None:  # its first batch's labels, eagerly
-            for element in x.take(1):
+            element = validation.first_batch(x)
+            if element is not None:
                 first, labels, _ = keras.utils.unpack_x_y_sample_weight(element)
                 if isinstance(first, dict) and labels is None:
                     labels = first.get("label")
