@@ -100,20 +100,21 @@ def _kv_conv(latent_dim, jit_compile, steps_per_execution, batch=128, binarize="
 
 
 class _FitRunner:
-    """One `fit` call of `steps` steps per round, timed on its epoch alone.
+    """One `fit(dataset, epochs=1)` per round over a finite dataset, timed on its epoch.
 
     A planned 100-epoch run pays `fit`'s fixed cost once (argument and
-    first-batch checks, callbacks, the data adapter; ~0.1-0.5 s here) and then
-    only epochs, so a round's time is the wall and CPU time from the epoch's
-    start (before its iterator is made, as `ref` makes one per round) to its
-    end, read by an epoch-level callback (which keeps steps_per_execution).
-    `setup_seconds` keeps the rest of each call, reported beside it.
+    first-batch checks, callbacks, the data adapter, dropping the iterator of
+    the last epoch) and then only epochs, so a round's time is the wall and
+    CPU time from the epoch's start (before its iterator is made, as `ref`
+    makes one per round) to its end, read by an epoch-level callback (which
+    keeps steps_per_execution). `setup_seconds` keeps the rest of each call,
+    reported beside it.
     """
 
-    def __init__(self, model, dataset, steps):
+    def __init__(self, model, dataset):
         import keras
 
-        self.model, self.dataset, self.steps = model, dataset, steps
+        self.model, self.dataset = model, dataset
         self.seconds, self.cpu_seconds, self.setup_seconds = [], [], []
         clock = self
 
@@ -128,8 +129,8 @@ class _FitRunner:
 
     def __call__(self):
         start = time.perf_counter()
-        history = self.model.fit(self.dataset, epochs=1, steps_per_epoch=self.steps, verbose=0,
-                                 shuffle=False, callbacks=[self.callback])
+        history = self.model.fit(self.dataset, epochs=1, verbose=0, shuffle=False,
+                                 callbacks=[self.callback])
         total = time.perf_counter() - start
         epoch = self._end[0] - self._start[0]
         self.seconds.append(epoch)
@@ -146,12 +147,19 @@ class _FitRunner:
                 "setup_seconds": list(self.setup_seconds)}
 
 
-def _loop_runner(model, dataset, steps):
-    return lambda: reference.train_loop(model, dataset, steps)
+def _epoch_runner(model, dataset):
+    """`ref`'s round: one pass of its Python loop over the finite `dataset` (a new
+    iterator, run to its end, as every epoch of a plain training loop)."""
+    def run():
+        loss = None
+        for xb in dataset:
+            loss = model.train_step(xb)
+        return float(loss)
+    return run
 
 
 def _calibrate(run_one_step, seconds):
-    """Steps per timed run so that the fastest contestant takes about `seconds`."""
+    """Steps per timed run so that `ref` takes about `seconds`."""
     import time
 
     run_one_step(5)  # warm
@@ -161,7 +169,7 @@ def _calibrate(run_one_step, seconds):
     return max(10, int(seconds / per_step))
 
 
-def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe, external=None):
+def _cell(builders, batch, x, rounds, seconds, flops, ceiling, external=None):
     """Builds, warms and times the contestants of one cell. Returns a list of row dicts.
 
     `external`: name -> `make(steps)` for contestants in other processes (the
@@ -174,26 +182,29 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe, external=Non
     """
     import keras_vae as kv
 
-    # keras_vae contestants binarize in their step (grey batches); "_pipe" ones and the
-    # Keras example get batches the tf.data pipeline binarized.
-    kv_ds = kv.data.make_dataset(x, batch_size=batch, drop_remainder=True, repeat=True, seed=0)
-    pipe_ds = kv.data.make_dataset(x, batch_size=batch, binarize="dynamic",
-                                   drop_remainder=True, repeat=True, seed=0)
-    ref_ds = reference.plain_dataset(x, batch, seed=0).repeat()
     models = {name: build() for name, build in builders.items()}
+    calibration = reference.plain_dataset(x, batch, seed=0).repeat()
+    steps = _calibrate(lambda n: reference.train_loop(models["ref"], calibration, n), seconds)
+    steps = min(steps, len(x) // batch)
+    # A round is one epoch over the first steps x B images: finite datasets, as in a
+    # planned run (kv_auto plans for 100 of them). keras_vae contestants binarize in
+    # their step (grey batches); "_pipe" ones and the Keras example get batches the
+    # tf.data pipeline binarized.
+    x_round = x[:steps * batch]
+    kv_ds = kv.data.make_dataset(x_round, batch_size=batch, drop_remainder=True, seed=0)
+    pipe_ds = kv.data.make_dataset(x_round, batch_size=batch, binarize="dynamic",
+                                   drop_remainder=True, seed=0)
+    ref_ds = reference.plain_dataset(x_round, batch, seed=0)
 
-    def runner(name, steps):
+    def runner(name):
         model = models[name]
         if name.startswith("ref"):
-            return _loop_runner(model, ref_ds, steps)
+            return _epoch_runner(model, ref_ds)
         in_graph = getattr(model, "binarize", None) == "dynamic"
-        return _FitRunner(model, kv_ds if in_graph else pipe_ds, steps)
+        return _FitRunner(model, kv_ds if in_graph else pipe_ds)
 
-    steps = _calibrate(lambda n: runner("ref", n)(), seconds)
-    steps = max(spe, steps // spe * spe)
-    # Warm every contestant (tracing, XLA compilation) with the timed number of steps:
-    # kv_auto re-plans steps_per_execution from each fit's steps_per_epoch.
-    runners = {name: runner(name, steps) for name in models}
+    # Warm every contestant (tracing, XLA compilation) with one timed-size epoch.
+    runners = {name: runner(name) for name in models}
     for run in runners.values():
         run()
         if hasattr(run, "reset"):
@@ -252,7 +263,7 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe, external=Non
 
 
 def mlp_grid(x, batches=(32, 128, 512), latents=(2, 50), rounds=5, seconds=1.0,
-             ceilings=None, spe=10, iwae_k=5, log=print, skip=(), external=None):
+             ceilings=None, spe=32, iwae_k=5, log=print, skip=(), external=None):
     """Times the MLP VAE over batch sizes and latent sizes (plus IWAE K at B=128, d=50).
 
     Args:
@@ -293,13 +304,13 @@ def mlp_grid(x, batches=(32, 128, 512), latents=(2, 50), rounds=5, seconds=1.0,
         ceiling = (ceilings or {}).get(batch, np.nan)
         extra = external({"arch": "mlp", "batch": batch, "latent": latent,
                           "objective": objective, "k": k}) if external else None
-        for row in _cell(builders, batch, x, rounds, seconds, flops, ceiling, spe, extra):
+        for row in _cell(builders, batch, x, rounds, seconds, flops, ceiling, extra):
             rows.append({"arch": "mlp", "latent": latent, "objective": objective,
                          "num_samples": k, **row})
     return rows
 
 
-def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None, spe=10,
+def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None, spe=32,
                log=print, skip=(), external=None):
     """Times the Keras-example conv VAE: keras_vae vs plain TF vs the example's own code.
 
@@ -321,14 +332,14 @@ def conv_cells(x, batches=(128,), latent=2, rounds=5, seconds=1.0, ceilings=None
         ceiling = (ceilings or {}).get(batch, np.nan)
         extra = external({"arch": "conv", "batch": batch, "latent": latent,
                           "objective": "elbo", "k": 1}) if external else None
-        for row in _cell(builders, batch, x, rounds, seconds, conv_flops(latent), ceiling, spe,
+        for row in _cell(builders, batch, x, rounds, seconds, conv_flops(latent), ceiling,
                          extra):
             rows.append({"arch": "conv", "latent": latent, "objective": "elbo",
                          "num_samples": 1, **row})
     return rows
 
 
-def binarization_cells(x, cells=((512, 50), (128, 50)), rounds=7, seconds=1.0, spe=10,
+def binarization_cells(x, cells=((512, 50), (128, 50)), rounds=7, seconds=1.0, spe=32,
                        ceilings=None, log=print):
     """Dynamic binarization in the step (`VAE(binarize="dynamic")`) vs in the tf.data
     pipeline (`make_dataset(binarize="dynamic")`), interleaved in the same rounds.
@@ -356,7 +367,7 @@ def binarization_cells(x, cells=((512, 50), (128, 50)), rounds=7, seconds=1.0, s
                                                               binarize=b),
             })
         ceiling = (ceilings or {}).get(batch, np.nan)
-        for row in _cell(builders, batch, x, rounds, seconds, mlp_flops(latent), ceiling, spe):
+        for row in _cell(builders, batch, x, rounds, seconds, mlp_flops(latent), ceiling):
             rows.append({"arch": "mlp", "latent": latent, "objective": "elbo",
                          "num_samples": 1, **row})
     return rows
@@ -486,7 +497,7 @@ def main(argv=None):
     p.add_argument("what", choices=("gaps", "binarization", "callbacks"))
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--seconds", type=float, default=1.0)
-    p.add_argument("--spe", type=int, default=10)
+    p.add_argument("--spe", type=int, default=32)
     args = p.parse_args(argv)
     env = timing.environment()
     (x, _), _ = kv.data.load("fashion_mnist")
