@@ -162,7 +162,6 @@ def write_sections(path, sections):
             text = pattern.sub(lambda _: block, text)
         else:
             text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from keras_vae.files import atomic_write
+
+    atomic_write(path, text)
