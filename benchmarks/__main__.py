@@ -14,7 +14,7 @@ export      artifact sizes, decoder latency at batch 1/256 per runtime
 quality     test log p(x) after a fixed budget: ELBO vs IWAE K=5 vs IWAE K=50
 conditional CVAE samples classified as the asked class; M2 accuracy with 100/1,000 labels
             vs an MLP on the labels alone and M1 (k-NN / logistic regression), digits and
-            Fashion-MNIST (about 22 min; --full 30 CVAE passes; --quick about 3 min)
+            Fashion-MNIST (about 25 min; --full 60 CVAE passes; --quick about 3 min)
 parity      kv.VAE vs a plain-TF implementation of the IWAE paper's recipe, ablated one
             factor at a time over seeds (benchmarks/parity.py)
 imputation  sklearn tables, 50% MCAR: MIWAE vs sklearn imputers; one-class anomaly AUC
@@ -68,7 +68,7 @@ def _parser():
     p.add_argument("--m2-pool", type=int,
                    help="conditional: Fashion-MNIST training images M2 sees (default 3000)")
     p.add_argument("--full", action="store_true",
-                   help="conditional: 30 Fashion-MNIST CVAE passes instead of 15")
+                   help="conditional: 60 Fashion-MNIST CVAE passes instead of 30")
     p.add_argument("--parts", default="cvae,m2",
                    help="conditional: comma-separated parts, cvae (samples) and/or m2")
     p.add_argument("--datasets", default="digits,fashion_mnist",
