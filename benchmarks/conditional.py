@@ -202,19 +202,24 @@ def _m1m2(kv, z_pool, labels, z_test, y_test, s, seed):
     Returns `(test accuracy, seconds)`.
     """
     z_fit, y_fit, r = _stream(z_pool, labels, len(z_pool))
-    keras.utils.set_random_seed(seed)
-    m = kv.SemiSupervisedVAE(
+    m, seconds = _fit_m2(kv, lambda: (
         kv.MLPEncoder(s["latent"], hidden=(s["hidden"],)),
-        kv.MLPDecoder((z_pool.shape[1],), hidden=(s["hidden"],), likelihood="gaussian_learned"),
-        num_classes=10, alpha=0.1 * len(z_pool) / r, classifier_hidden=(s["hidden"],),
-        seed=seed)
-    m.compile(optimizer=keras.optimizers.Adam(s["lr"]))
-    order = np.random.default_rng(seed).permutation(len(z_fit))
-    start = time.perf_counter()
-    m.fit(z_fit[order], y_fit[order], epochs=s["m1m2_epochs"], batch_size=s["batch"],
-          verbose=0)
-    seconds = time.perf_counter() - start
+        kv.MLPDecoder((z_pool.shape[1],), hidden=(s["hidden"],), likelihood="gaussian_learned")),
+        z_fit, y_fit, 0.1 * len(z_pool) / r, s["m1m2_epochs"], s, seed)
     return float(np.mean(m.classify(z_test).argmax(1) == y_test)), seconds
+
+
+def _fit_m2(kv, networks, x_fit, y_fit, alpha, epochs, s, seed):
+    """Builds M2 on `networks()` (after seeding), fits it on the seeded shuffle of
+    the stream. Returns `(model, fit seconds)`."""
+    keras.utils.set_random_seed(seed)
+    m = kv.SemiSupervisedVAE(*networks(), num_classes=10, alpha=alpha,
+                             classifier_hidden=(s["hidden"],), seed=seed)
+    m.compile(optimizer=keras.optimizers.Adam(s["lr"]))
+    order = np.random.default_rng(seed).permutation(len(x_fit))
+    start = time.perf_counter()
+    m.fit(x_fit[order], y_fit[order], epochs=epochs, batch_size=s["batch"], verbose=0)
+    return m, time.perf_counter() - start
 
 
 def m2_grid(kv, dataset, data, s, log=print):
@@ -248,15 +253,8 @@ def m2_grid(kv, dataset, data, s, log=print):
             alpha = 0.1 * len(idx) / r
             log(f"{dataset}: M2 {n_labels} labels seed {seed} ({len(x_fit)} examples per "
                 f"pass, labelled x{r}, alpha {alpha:g}) ...")
-            keras.utils.set_random_seed(seed)
-            m2 = kv.SemiSupervisedVAE(*_networks(kv, s, shape), num_classes=10, alpha=alpha,
-                                      classifier_hidden=(s["hidden"],), seed=seed)
-            m2.compile(optimizer=keras.optimizers.Adam(s["lr"]))
-            order = np.random.default_rng(seed).permutation(len(x_fit))
-            start = time.perf_counter()
-            m2.fit(x_fit[order], y_fit[order], epochs=s["m2_epochs"], batch_size=s["batch"],
-                   verbose=0)
-            seconds = time.perf_counter() - start
+            m2, seconds = _fit_m2(kv, lambda: _networks(kv, s, shape), x_fit, y_fit, alpha,
+                                  s["m2_epochs"], s, seed)
             m2_acc = float(np.mean(m2.classify(x_test).argmax(1) == y_test))
             mlp = MLPClassifier(hidden_layer_sizes=(s["hidden"],), max_iter=500,
                                 random_state=seed)
