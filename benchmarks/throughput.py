@@ -115,7 +115,7 @@ class _FitRunner:
         import keras
 
         self.model, self.dataset = model, dataset
-        self.seconds, self.cpu_seconds, self.setup_seconds = [], [], []
+        self.reset()
         clock = self
 
         class EpochClock(keras.callbacks.Callback):
