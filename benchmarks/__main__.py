@@ -73,8 +73,9 @@ def _parser():
                    help="conditional: comma-separated parts, cvae (samples) and/or m2")
     p.add_argument("--datasets", default="digits,fashion_mnist",
                    help="conditional: comma-separated data sets")
-    p.add_argument("--plot-dir", default="benchmarks",
-                   help="conditional: folder of the accuracy-vs-labels pictures")
+    p.add_argument("--plot-dir",
+                   help="conditional: folder of the accuracy-vs-labels pictures (default "
+                   "benchmarks/; none with --quick, so a smoke run never replaces them)")
     p.add_argument("--seeds", type=int, default=3,
                    help="conditional: seeds per label count; parity: seeds 0..N-1 (interleaved)")
     p.add_argument("--arms", help="parity: comma-separated arms (default: all; see parity.py)")
@@ -259,7 +260,10 @@ def main(argv=None):
         from benchmarks import conditional
         bodies, _, _ = conditional.run(kv, datasets, quick=args.quick,
                                        m2_epochs=args.m2_epochs, pool=args.m2_pool,
-                                       seeds=args.seeds, plot_dir=args.plot_dir, log=log,
+                                       seeds=args.seeds,
+                                       plot_dir=args.plot_dir or (None if args.quick
+                                                                  else "benchmarks"),
+                                       log=log,
                                        full=args.full, parts=parts)
         titles = {"conditional": "Conditional VAE: samples are the asked class",
                   "conditional_m2": "Semi-supervised M2 and M1+M2: accuracy with few labels"}
