@@ -286,10 +286,12 @@ def plain_dataset(x, batch_size, seed=0):
         tf.data.AUTOTUNE)
 
 
-def train_loop(model, dataset, steps):
-    """Runs `steps` train steps over `dataset` (Python loop); returns the last loss."""
+def train_loop(model, dataset, steps=None):
+    """Runs `steps` train steps over `dataset` (Python loop), or with None one pass over
+    the whole (finite) dataset, its iterator run to the end; returns the last loss."""
     loss = None
-    for _, xb in zip(range(steps), dataset):
+    batches = dataset if steps is None else (xb for _, xb in zip(range(steps), dataset))
+    for xb in batches:
         loss = model.train_step(xb)
     return float(loss)
 

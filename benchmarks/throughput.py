@@ -147,17 +147,6 @@ class _FitRunner:
                 "setup_seconds": list(self.setup_seconds)}
 
 
-def _epoch_runner(model, dataset):
-    """`ref`'s round: one pass of its Python loop over the finite `dataset` (a new
-    iterator, run to its end, as every epoch of a plain training loop)."""
-    def run():
-        loss = None
-        for xb in dataset:
-            loss = model.train_step(xb)
-        return float(loss)
-    return run
-
-
 def _calibrate(run_one_step, seconds):
     """Steps per timed run so that `ref` takes about `seconds`."""
     import time
@@ -199,7 +188,8 @@ def _cell(builders, batch, x, rounds, seconds, flops, ceiling, external=None):
     def runner(name):
         model = models[name]
         if name.startswith("ref"):
-            return _epoch_runner(model, ref_ds)
+            # one pass of its Python loop, a new iterator run to the end (as every epoch)
+            return lambda: reference.train_loop(model, ref_ds)
         in_graph = getattr(model, "binarize", None) == "dynamic"
         return _FitRunner(model, kv_ds if in_graph else pipe_ds)
 
