@@ -16,6 +16,7 @@ code 130 / 143. Nothing here is imported by the library.
 """
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -43,6 +44,44 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):
     raise Terminated()
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM raises `Terminated` in the main thread (as Ctrl-C raises KeyboardInterrupt).
+
+    A stop raised while a finaliser (`__del__`: TensorFlow's iterators, h5py's files)
+    runs would only be printed by Python as "Exception ignored" and the run would go
+    on; such a stop is delivered again, so it ends the run where ordinary code runs.
+    Outside the main thread (signals cannot be handled there) this does nothing.
+    """
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_hook = sys.unraisablehook
+
+    def again(signum):  # a moment later, from another thread: after this hook returned
+        import threading
+        timer = threading.Timer(0.05, os.kill, args=(os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, Terminated):
+            again(signal.SIGTERM)
+        elif (isinstance(unraisable.exc_value, KeyboardInterrupt)
+              and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            again(signal.SIGINT)
+        else:
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(error):
@@ -226,11 +265,9 @@ def main(argv=None):
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     from keras_vae.callbacks import TrainingDivergedError
 
-    previous = None
-    if _in_main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        _run(args, verbose)
+        with stop_signals():
+            _run(args, verbose)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,
             ImportError, NotADirectoryError, IsADirectoryError) as e:
         if args.debug:
@@ -264,16 +301,17 @@ def main(argv=None):
         name = getattr(e, "signal_name", "SIGINT")
         message = f"keras-vae {args.command}: interrupted ({name})"
         if args.command == "train":
-            if os.path.isdir(os.path.join(args.run_dir, "backup")):
+            from keras_vae.runs import training_finished
+            if training_finished(args.run_dir):
+                message += (f"; training had finished and the trained model is kept, "
+                            f"`keras-vae train {args.run_dir} --resume` goes on from there")
+            elif os.path.isdir(os.path.join(args.run_dir, "backup")):
                 message += (f"; the last completed epoch is kept, continue with "
                             f"`keras-vae train {args.run_dir} --resume`")
             else:
                 message += "; no epoch had finished"
         print(message, file=sys.stderr)
         return 143 if name == "SIGTERM" else 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -14,6 +14,7 @@ RUN_DIR/
   plots/*.png      loss curves, reconstructions, samples, latent vs PCA, manifold, interpolation
   export/          SavedModel (TF Serving layout), TFLite files, parity report
   backup/          only while training: keras.callbacks.BackupAndRestore state for --resume
+                   (removed once model.keras and history.json are written)
   .keras-vae-run   the marker: this folder is a keras-vae run (format version, creation time)
   .keras-vae-lock  held (fcntl.flock, with the PID) while a process writes the folder
 ```
@@ -23,7 +24,9 @@ so a crash never leaves a half-written file in place of a good one. `--overwrite
 replaces only a folder with the marker, only after the new run validated, and moves
 the old run aside until the new one is complete (a failed new run puts it back).
 A second writer refuses while the lock is held; SIGINT/SIGTERM end a run as
-"interrupted" (resumable). status.json says the phase as it goes.
+"interrupted" (resumable). status.json says the phase as it goes. A run stopped
+after its training (in the evaluation, pictures or exports) keeps the trained
+model: `--resume` loads it and goes on from there (`training_finished`).
 """
 
 import contextlib
@@ -500,6 +503,8 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
     if not resume:
         _write_json(config_path, config)
     progress = _Progress(run_dir, config["epochs"])
+    if resume and training_finished(run_dir):
+        return _after_training(config, run_dir, verbose, progress, x_train, x_test, y_test)
     progress.set("starting")
     try:
         # Shuffle and binarization keyed by the epoch number: resumes are bit-exact.
@@ -512,8 +517,11 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
             binarize=_pipeline_binarize(config, model), epoch=epoch)
         partial = os.path.join(run_dir, "history.partial.json")
         log = _EpochLog(partial, _read_partial(partial, resume), progress)
-        callbacks = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
-                                                      double_checkpoint=True),
+        # The backup stays until model.keras and history.json are written (below), so a
+        # stop at any moment leaves either the last epoch's checkpoint or the trained model.
+        backup = os.path.join(run_dir, "backup")
+        callbacks = [keras.callbacks.BackupAndRestore(backup, double_checkpoint=True,
+                                                      delete_checkpoint=False),
                      EpochCounter(epoch), log, StopOnNaN()]
         if config["warmup_steps"] and config["model"] == "vae" and not getattr(
                 model, "warmup_steps", 0):  # a VAE warms up in its step (build.py)
@@ -541,8 +549,49 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
                       callbacks=callbacks, verbose=verbose, shuffle=False)  # dataset shuffles
         history = _history_from_rows(log.rows)
         save_model(model, os.path.join(run_dir, "model.keras"))
-        _write_history(run_dir, history)
+        _write_history(run_dir, history)  # last: it marks the training finished
         os.unlink(partial)
+        files.remove(backup)
+    except KeyboardInterrupt as e:
+        progress.end("interrupted", signal=getattr(e, "signal_name", "SIGINT"))
+        raise
+    except BaseException as e:
+        progress.end("failed", reason=f"{type(e).__name__}: {e}")
+        raise
+    return _outputs(model, history, config, run_dir, verbose, progress, x_train, x_test,
+                    y_test)
+
+
+def training_finished(run_dir):
+    """True if `run_dir`'s training ended (model.keras and history.json written) but the
+    run was stopped later, in its evaluation, pictures or exports."""
+    return all(os.path.isfile(os.path.join(run_dir, name))
+               for name in ("model.keras", "history.json"))
+
+
+def _after_training(config, run_dir, verbose, progress, x_train, x_test, y_test):
+    """--resume of a run stopped after its training: the saved model, no training."""
+    try:
+        model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+        with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
+            history = json.load(f)
+        files.remove(os.path.join(run_dir, "backup"))
+        progress.extra["resumed_from_epoch"] = len(next(iter(history.values()), []))
+        if verbose:
+            print("Training had finished; going on with the evaluation and outputs", flush=True)
+    except KeyboardInterrupt as e:
+        progress.end("interrupted", signal=getattr(e, "signal_name", "SIGINT"))
+        raise
+    except BaseException as e:
+        progress.end("failed", reason=f"{type(e).__name__}: {e}")
+        raise
+    return _outputs(model, history, config, run_dir, verbose, progress, x_train, x_test,
+                    y_test)
+
+
+def _outputs(model, history, config, run_dir, verbose, progress, x_train, x_test, y_test):
+    """Evaluation, pictures and exports of a trained single-process run; status finished."""
+    try:
         progress.set("evaluating")
         metrics = _evaluate(model, config, x_test, y_test)
         _write_json(os.path.join(run_dir, "metrics.json"), metrics)
