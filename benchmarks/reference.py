@@ -116,13 +116,23 @@ class _PlainVAE(tf.Module):
             v.assign_sub(lr_t * m / (tf.sqrt(s) + self.epsilon))
         self.step_count.assign_add(1)
 
+    def _make_slots(self):
+        # Adam's slots, created eagerly (outside the traced function), once
+        if self._opt_slots is None:
+            self._opt_slots = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v)))
+                               for v in self.weights]
+
+    def checkpoint(self):
+        """A `tf.train.Checkpoint` of the weights, Adam's slots and the step counter."""
+        self._make_slots()
+        return tf.train.Checkpoint(weights=list(self.weights), step=self.step_count,
+                                   slots=[list(pair) for pair in self._opt_slots])
+
     def train_step(self, x_grey):
         """One Adam step on a batch of grey images (binarized here); returns the loss."""
         if self._step is None:
             variables = list(self.weights)
-            # create Adam slots eagerly, outside the traced function
-            self._opt_slots = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v)))
-                               for v in variables]
+            self._make_slots()
 
             @tf.function(jit_compile=self.jit_compile)
             def step(x_grey):

@@ -1,0 +1,381 @@
+"""Issue 16's quality table: nine models, one budget, resumable across sessions.
+
+`python -m benchmarks.quality_table [--dir DIR] [--epochs 100] [--seeds 0,1]
+[--arms ...] [--hours H] [--report] [--write benchmarks/RESULTS.md]`
+
+Every model is trained on dynamically binarized Fashion-MNIST (60,000 grey
+images, a fresh Bernoulli draw of every pixel at every step), batch 128, Adam
+(1e-3, epsilon 1e-4), tanh, for `--epochs` passes, then evaluated by
+`kv.log_likelihood` with K=5000 on all 10,000 test images binarized once
+(seed 1); also the one-sample test ELBO and the active units per stochastic
+layer (the IWAE paper's criterion: Var_x E_q[z_u | x] > 0.01). Arms:
+
+```none
+vae       kv.VAE(MLPEncoder(50, (200, 200), "tanh"), MLPDecoder((28, 28, 1), ...)), ELBO
+iwae5     the same, IWAE bound K=5          iwae50   K=50
+vamp      the same with prior=kv.priors.VampPrior(num_components=500), ELBO
+iaf       the same with MLPEncoder(..., posterior="iaf") (2 IAF steps), ELBO
+hvae      kv.HierarchicalVAE((28, 28, 1), latent_dims=(100, 50)), the IWAE paper's
+          x-100-100-z1(100)-50-50-z2(50), ELBO
+hiwae5    the same, IWAE K=5                hiwae50  K=50
+plain     benchmarks.reference.PlainMLPVAE(784, **RECIPE): the hand-written TF recipe
+          (sigma = exp(raw), own Adam, in-step binarization), ELBO
+```
+
+Resumable: each (arm, seed) lives in DIR/ARM-sSEED/: Keras's `BackupAndRestore`
+state (the plain arm: a `tf.train.Checkpoint`) after every epoch, the trained
+model, the evaluation in chunks of 1,000 test images, and `result.json` when
+done. Killed at any point, the same command continues where it stopped (a
+partly trained epoch is trained again from its start; shuffles, binarization
+and the model's noise are keyed by the epoch and step counters, so the result
+is the one an uninterrupted run gives). `--hours` stops starting new work after
+that long. `--report` prints (and with `--write` stores) the table of whatever
+runs are done.
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+__all__ = ["ARMS", "run_job", "collect", "render", "main"]
+
+ARMS = ("vae", "plain", "iaf", "vamp", "hvae", "iwae5", "hiwae5", "iwae50", "hiwae50")
+LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
+          "iwae50": "1 layer, IWAE k=50", "vamp": "1 layer, VampPrior (500), ELBO",
+          "iaf": "1 layer, IAF posterior (2 steps), ELBO", "hvae": "2 layers, VAE (ELBO)",
+          "hiwae5": "2 layers, IWAE k=5", "hiwae50": "2 layers, IWAE k=50",
+          "plain": "plain TF reference, ELBO"}
+BATCH, EVAL_K, EVAL_CHUNK = 128, 5000, 1000
+DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "keras-vae", "quality-table")
+
+
+def _objective(arm):
+    if arm.endswith("iwae5"):
+        return "iwae", 5
+    if arm.endswith("iwae50"):
+        return "iwae", 50
+    return "elbo", 1
+
+
+def build_model(arm, seed):
+    """The compiled keras_vae model of `arm` (not "plain")."""
+    import keras
+
+    import keras_vae as kv
+
+    keras.utils.set_random_seed(seed)
+    objective, k = _objective(arm)
+    common = {"objective": objective, "num_samples": k, "seed": seed}
+    if arm.startswith("h"):  # binarized in the pipeline: HierarchicalVAE has no `binarize`
+        model = kv.HierarchicalVAE((28, 28, 1), latent_dims=(100, 50), activation="tanh",
+                                   **common)
+    else:
+        common["binarize"] = "dynamic"  # drawn in the compiled step
+        enc_kwargs = {"posterior": "iaf"} if arm == "iaf" else {}
+        extra = {"prior": kv.priors.VampPrior(num_components=500, seed=seed)} \
+            if arm == "vamp" else {}
+        model = kv.VAE(kv.MLPEncoder(50, hidden=(200, 200), activation="tanh", **enc_kwargs),
+                       kv.MLPDecoder((28, 28, 1), hidden=(200, 200), activation="tanh"),
+                       **common, **extra)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-4))
+    return model
+
+
+def _read_json(path, default=None):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def _write_json(path, value):
+    from keras_vae.files import atomic_write
+
+    atomic_write(path, json.dumps(value, indent=1))
+
+
+class _EpochLog:
+    """Appends (epoch, loss, seconds) to DIR/epochs.json after every epoch (kept across resumes)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.rows = _read_json(path, [])
+        self._start = None
+
+    def begin(self):
+        self._start = time.perf_counter()
+
+    def end(self, epoch, loss):
+        self.rows = [r for r in self.rows if r["epoch"] < epoch]
+        self.rows.append({"epoch": epoch, "loss": float(loss),
+                          "seconds": time.perf_counter() - self._start})
+        _write_json(self.path, self.rows)
+
+
+def _train_kv(arm, seed, epochs, x_train, job_dir, log):
+    import keras
+    import tensorflow as tf
+
+    import keras_vae as kv
+
+    model = build_model(arm, seed)
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    ds = kv.data.make_dataset(x_train, batch_size=BATCH, seed=seed, drop_remainder=True,
+                              binarize=None if getattr(model, "binarize", None) else "dynamic",
+                              epoch=epoch_var)  # grey if the step binarizes
+    epoch_log = _EpochLog(os.path.join(job_dir, "epochs.json"))
+
+    class Log(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epoch_log.begin()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_log.end(epoch, logs["loss"])
+            if epoch % 10 == 9 or epoch == epochs - 1:
+                log(f"    {arm} seed {seed}: epoch {epoch + 1}/{epochs}, loss {logs['loss']:.2f}, "
+                    f"{epoch_log.rows[-1]['seconds']:.1f} s")
+
+    model.fit(ds, epochs=epochs, verbose=0, shuffle=False,
+              callbacks=[keras.callbacks.BackupAndRestore(os.path.join(job_dir, "backup"),
+                                                          double_checkpoint=True),
+                         kv.EpochCounter(epoch_var), Log()])
+    return model, epoch_log.rows
+
+
+def _train_plain(seed, epochs, x_train, job_dir, log):
+    import tensorflow as tf
+
+    import keras_vae as kv
+    from benchmarks import parity, reference
+
+    model = reference.PlainMLPVAE(784, latent_dim=50, seed=seed, **reference.RECIPE)
+    ckpt = model.checkpoint()
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(job_dir, "plain-ckpt"), max_to_keep=2)
+    epoch_log = _EpochLog(os.path.join(job_dir, "epochs.json"))
+    start_epoch = 0
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        start_epoch = len(epoch_log.rows)
+        steps = int(model.step_count.numpy())
+        if steps != start_epoch * (len(x_train) // BATCH):
+            raise RuntimeError(f"{job_dir}: checkpoint at step {steps} but {start_epoch} "
+                               "epochs logged")
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    ds = kv.data.make_dataset(x_train, batch_size=BATCH, seed=seed, drop_remainder=True,
+                              epoch=epoch_var)
+    for epoch in range(start_epoch, epochs):
+        epoch_var.assign(epoch)
+        epoch_log.begin()
+        losses = [model.train_step(xb) for xb in ds]
+        manager.save()
+        epoch_log.end(epoch, np.mean([float(v) for v in losses]))
+        if epoch % 10 == 9 or epoch == epochs - 1:
+            log(f"    plain seed {seed}: epoch {epoch + 1}/{epochs}, "
+                f"loss {epoch_log.rows[-1]['loss']:.2f}, {epoch_log.rows[-1]['seconds']:.1f} s")
+    return parity._as_kv(model), epoch_log.rows
+
+
+def run_job(arm, seed, epochs, x_train, x_eval, job_dir, log=print, deadline=None):
+    """Trains and evaluates one (arm, seed) in `job_dir`, continuing whatever is there.
+
+    Returns the result dict, or None if `deadline` (a `time.time()`) passed first.
+    """
+    import keras
+
+    import keras_vae as kv
+
+    done = _read_json(os.path.join(job_dir, "result.json"))
+    if done is not None:
+        return done
+    os.makedirs(job_dir, exist_ok=True)
+    model_path = os.path.join(job_dir, "model.keras")
+    epoch_rows = _read_json(os.path.join(job_dir, "epochs.json"), [])
+    if os.path.exists(model_path):
+        model = keras.models.load_model(model_path)
+    else:
+        log(f"  training {arm} seed {seed} for {epochs} passes"
+            + (f" (resuming after epoch {len(epoch_rows)})" if epoch_rows else ""))
+        if arm == "plain":
+            model, epoch_rows = _train_plain(seed, epochs, x_train, job_dir, log)
+        else:
+            model, epoch_rows = _train_kv(arm, seed, epochs, x_train, job_dir, log)
+        model.save(model_path)
+    chunks = []
+    for i in range(0, len(x_eval), EVAL_CHUNK):
+        path = os.path.join(job_dir, f"log_px-{i // EVAL_CHUNK:02d}.npy")
+        if not os.path.exists(path):
+            if deadline is not None and time.time() > deadline:
+                return None
+            start = time.perf_counter()
+            ll = kv.log_likelihood(model, x_eval[i:i + EVAL_CHUNK], num_samples=EVAL_K,
+                                   batch_size=100, seed=i // EVAL_CHUNK)
+            values = np.asarray(ll.log_px, dtype=np.float64)
+            np.save(path + ".tmp.npy", values)
+            os.replace(path + ".tmp.npy", path)
+            seconds = time.perf_counter() - start
+            _write_json(path[:-4] + ".json", {"seconds": seconds})
+            log(f"    {arm} seed {seed}: test images {i}-{i + len(values) - 1}: "
+                f"log p(x) {values.mean():.2f} ({seconds:.0f} s)")
+        chunks.append(np.load(path))
+    log_px = np.concatenate(chunks)
+    np.save(os.path.join(job_dir, "log_px.npy"), log_px)
+    terms = kv.evaluation.elbo_terms(model, x_eval, seed=0)
+    units = kv.latent.active_units_per_layer(model, x_eval)
+    eval_seconds = sum(_read_json(os.path.join(job_dir, f"log_px-{j:02d}.json"),
+                                  {"seconds": math.nan})["seconds"]
+                       for j in range(len(chunks)))
+    result = {"arm": arm, "seed": seed, "epochs": len(epoch_rows),
+              "train_seconds": float(sum(r["seconds"] for r in epoch_rows)),
+              "train_loss": float(epoch_rows[-1]["loss"]),
+              "test_log_px": float(log_px.mean()),
+              "test_log_px_sem": float(log_px.std() / math.sqrt(len(log_px))),
+              "test_elbo": float(np.mean(terms["elbo"])), "active_units": list(units),
+              "eval_n": int(len(log_px)), "eval_k": EVAL_K, "eval_seconds": float(eval_seconds)}
+    _write_json(os.path.join(job_dir, "result.json"), result)
+    log(f"  done {arm} seed {seed}: log p(x) {result['test_log_px']:.2f}, "
+        f"active units {units}, train {result['train_seconds'] / 60:.1f} min, "
+        f"eval {eval_seconds / 60:.1f} min")
+    return result
+
+
+def jobs(arms, seeds):
+    """Cheapest arms first; both seeds of an arm before the next arm."""
+    return [(arm, seed) for arm in ARMS if arm in arms for seed in seeds]
+
+
+def collect(root, arms=ARMS, seeds=(0, 1), epochs=None):
+    """The finished results under `root` and their per-image log p(x) arrays."""
+    out = []
+    for arm, seed in jobs(arms, seeds):
+        job_dir = os.path.join(root, f"{arm}-s{seed}")
+        result = _read_json(os.path.join(job_dir, "result.json"))
+        if result is None or (epochs is not None and result["epochs"] != epochs):
+            continue
+        out.append((result, np.load(os.path.join(job_dir, "log_px.npy"))))
+    return out
+
+
+def render(done, epochs, pending=()):
+    """Markdown: one row per arm (mean over seeds) and the paired differences the goals name."""
+    by_arm = {}
+    for result, log_px in done:
+        by_arm.setdefault(result["arm"], []).append((result, log_px))
+    lines = [f"{epochs} passes per model (batch 128, Adam 1e-3 with epsilon 1e-4, dynamic "
+             "binarization), test log p(x) by `kv.log_likelihood` with K=5000 on all 10,000 "
+             "test images (binarized once, seed 1); nats per image.", "",
+             "| model | seeds | test log p(x), mean | sd over seeds | test ELBO | active units "
+             "per layer (each seed) | train loss | train min (each seed) | eval min |",
+             "| --- | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |"]
+    for arm in ARMS:
+        runs = by_arm.get(arm)
+        if not runs:
+            continue
+        lls = [r["test_log_px"] for r, _ in runs]
+        sd = float(np.std(lls, ddof=1)) if len(lls) > 1 else math.nan
+        train_minutes = [r["train_seconds"] / 60 for r, _ in runs]
+        lines.append(
+            f"| {LABELS[arm]} | {','.join(str(r['seed']) for r, _ in runs)} | "
+            f"{np.mean(lls):.2f} | {'-' if math.isnan(sd) else f'{sd:.2f}'} | "
+            f"{np.mean([r['test_elbo'] for r, _ in runs]):.2f} | "
+            f"{'; '.join(str(r['active_units']) for r, _ in runs)} | "
+            f"{np.mean([r['train_loss'] for r, _ in runs]):.2f} | "
+            f"{', '.join(f'{minutes:.0f}' for minutes in train_minutes)} | "
+            f"{np.mean([r['eval_seconds'] for r, _ in runs]) / 60:.1f} |")
+    comparisons = [("vae", "plain", "1-layer VAE minus the plain reference (goal: within 0.3)"),
+                   ("iwae5", "vae", "IWAE k=5 minus the ELBO, 1 layer (goal: > 0)"),
+                   ("iwae50", "iwae5", "IWAE k=50 minus k=5, 1 layer (goal: > 0)"),
+                   ("vamp", "vae", "VampPrior minus the standard prior (goal: > 0)"),
+                   ("iaf", "vae", "IAF posterior minus the diagonal one"),
+                   ("hvae", "vae", "2 layers minus 1, ELBO (goal: > 0)"),
+                   ("hiwae5", "iwae5", "2 layers minus 1, IWAE k=5 (goal: > 0)"),
+                   ("hiwae50", "iwae50", "2 layers minus 1, IWAE k=50 (goal: > 0)"),
+                   ("hiwae5", "hvae", "IWAE k=5 minus the ELBO, 2 layers (goal: > 0)")]
+    rows = []
+    for a, b, what in comparisons:
+        pa = {r["seed"]: x for r, x in by_arm.get(a, [])}
+        pb = {r["seed"]: x for r, x in by_arm.get(b, [])}
+        seeds = sorted(set(pa) & set(pb))
+        if not seeds:
+            continue
+        diffs = [float(np.mean(pa[s] - pb[s])) for s in seeds]  # paired by seed and image
+        image_se = float(np.mean([np.std(pa[s] - pb[s]) / math.sqrt(len(pa[s])) for s in seeds]))
+        seed_se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 \
+            else math.nan
+        rows.append(f"| {what} | {len(seeds)} | {np.mean(diffs):+.2f} | "
+                    f"{' '.join(f'{d:+.2f}' for d in diffs)} | "
+                    f"{'-' if math.isnan(seed_se) else f'{seed_se:.2f}'} | {image_se:.2f} |")
+    if rows:
+        lines += ["", "| difference | seeds | mean (nats) | per seed | s.e. (seeds) "
+                  "| s.e. (images) |", "| --- | --- | ---: | --- | ---: | ---: |"] + rows
+    if pending:
+        lines += ["", "Not finished yet: " + ", ".join(f"{a} seed {s}" for a, s in pending) + "."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality_table",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default=DEFAULT_DIR, help=f"state folder (default {DEFAULT_DIR})")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--hours", type=float, default=None,
+                        help="start no new epoch chunk or evaluation after this long")
+    parser.add_argument("--report", action="store_true", help="only print the table of done runs")
+    parser.add_argument("--write", metavar="PATH", help="also store the table in PATH")
+    args = parser.parse_args(argv)
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    bad = [a for a in arms if a not in ARMS]
+    if bad or not arms:
+        parser.error(f"--arms must name some of {', '.join(ARMS)}; got {args.arms!r}")
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+    except ValueError:
+        parser.error(f"--seeds must be integers separated by commas; got {args.seeds!r}")
+    if args.epochs < 1:
+        parser.error(f"--epochs must be >= 1; got {args.epochs}")
+    root = os.path.join(args.dir, f"e{args.epochs}")
+    started = time.time()
+    deadline = started + 3600 * args.hours if args.hours else None
+
+    def log(message):
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    if not args.report:
+        import keras_vae as kv
+
+        (x_train, _), (x_test, _) = kv.data.load("fashion_mnist")
+        x_eval = kv.data.binarize_static(x_test, seed=1)
+        for arm, seed in jobs(arms, seeds):
+            if deadline is not None and time.time() > deadline:
+                log("  --hours reached: stopping (run the same command to continue)")
+                break
+            run_job(arm, seed, args.epochs, x_train, x_eval,
+                    os.path.join(root, f"{arm}-s{seed}"), log=log, deadline=deadline)
+    done = collect(root, arms, seeds, args.epochs)
+    finished = {(r["arm"], r["seed"]) for r, _ in done}
+    pending = [j for j in jobs(arms, seeds) if j not in finished]
+    body = render(done, args.epochs, pending)
+    print(body)
+    if args.write:
+        from benchmarks import report, timing
+
+        env = timing.environment()
+        command = "python -m benchmarks.quality_table " + " ".join(
+            a for a in (argv or []) if a != "--report")
+        report.write_sections(args.write, {"quality-table": (
+            f"### Quality table (issue 16): {args.epochs} passes\n\n{body}\n\n"
+            f"Table written {env['date']} at commit {env['commit']} from the runs under "
+            f"`{args.dir}` (`{command.strip()}`); {env['cpu']}; {env['versions']}.")})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
