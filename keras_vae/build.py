@@ -230,6 +230,7 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
             activation=config["activation"], likelihood=_likelihood(config, data_shape),
             prior=_prior(config), objective=config["objective"],
             num_samples=config["num_samples"], beta=config["beta"], seed=config["seed"])
+        model.binarize = _step_binarize(config, model.decoder.head)
     elif config["model"] in ("ae", "dae"):
         from keras_vae import autoencoders
         model = autoencoders.build_autoencoder(
@@ -272,10 +273,7 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
             model_class = model_lib.VAE
         # Dynamic binarization and KL warm-up inside the compiled step (issue 17):
         # steps_per_execution and XLA stay on, resumes draw the same bits.
-        support = getattr(decoder.head, "support", None)
-        in_graph = (config["binarize"] == "dynamic" and support is not None
-                    and support[0] >= 0.0 and support[1] <= 1.0)  # else the pipeline draws
-        extra.update(binarize="dynamic" if in_graph else None,
+        extra.update(binarize=_step_binarize(config, decoder.head),
                      warmup_steps=config["warmup_steps"] if config["model"] == "vae" else 0,
                      warmup_schedule=config["warmup_schedule"])
         model = model_class(encoder, decoder, prior=_prior(config), beta=config["beta"],
@@ -284,6 +282,15 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                   jit_compile=config["jit_compile"])
     return model
+
+
+def _step_binarize(config, head):
+    """"dynamic" if the model draws the run's dynamic binarization in its compiled step
+    (a likelihood on [0, 1]); None otherwise (the pipeline draws it, or none is asked)."""
+    support = getattr(head, "support", None)
+    in_graph = (config["binarize"] == "dynamic" and support is not None
+                and support[0] >= 0.0 and support[1] <= 1.0)
+    return "dynamic" if in_graph else None
 
 
 def load_data(config):

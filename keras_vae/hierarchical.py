@@ -33,6 +33,7 @@ import tensorflow_probability as tfp
 from keras_vae import networks, objectives, resources, validation
 from keras_vae import priors as priors_lib
 from keras_vae.base import BaseAutoencoder
+from keras_vae.corruption import check_binarize
 from keras_vae.heads import reparameterized_sample, stateless_normal
 
 tfd = tfp.distributions
@@ -165,8 +166,9 @@ class HierarchicalVAE(BaseAutoencoder):
       analytic_kl: closed-form KL of the top layer given each sample of the
         layer below; the lower layers' KLs are always Monte Carlo.
       min_scale: floor on every Gaussian layer's standard deviation.
-      seed, corruption, corruption_rate, corruption_stddev, input_key: as for
-        `keras_vae.VAE`.
+      seed, corruption, corruption_rate, corruption_stddev, input_key, binarize: as
+        for `keras_vae.VAE` (`binarize="dynamic"`: a fresh Bernoulli(x) draw of every
+        training batch inside the compiled step).
 
     Call arguments:
       x: `[B] + data_shape`; returns the mean of `p(x | z1 = E[q(z1|x)])`.
@@ -188,7 +190,8 @@ class HierarchicalVAE(BaseAutoencoder):
     def __init__(self, data_shape, latent_dims=(100, 50), hidden=None, activation="tanh",
                  likelihood="bernoulli", prior=None, objective="elbo", num_samples=1, beta=1.0,
                  analytic_kl=True, min_scale=1e-4, seed=0, corruption=None,
-                 corruption_rate=0.25, corruption_stddev=0.1, input_key=None, **kwargs):
+                 corruption_rate=0.25, corruption_stddev=0.1, input_key=None, binarize=None,
+                 **kwargs):
         data_shape = validation.event_shape("data_shape", data_shape)
         dims = _latent_dims(latent_dims)
         widths = _hidden(hidden, len(dims))
@@ -208,6 +211,7 @@ class HierarchicalVAE(BaseAutoencoder):
                          corruption_stddev=corruption_stddev, seed=seed, input_key=input_key,
                          **kwargs)
         self.latent_dims, self.hidden, self.activation = dims, widths, activation
+        self.binarize = check_binarize(binarize, getattr(self.decoder.head, "support", None))
         self.min_scale = min_scale
         self.inference_layers = [
             networks.MLPEncoder(dims[i + 1], hidden=widths[i + 1], name=f"q_z{i + 2}", **gaussian)
@@ -416,6 +420,8 @@ class HierarchicalVAE(BaseAutoencoder):
             "analytic_kl": self.analytic_kl,
             "min_scale": self.min_scale,
         })
+        if self.binarize is not None:
+            config["binarize"] = self.binarize
         return config
 
 

@@ -92,6 +92,36 @@ def test_fit_trains_on_the_step_keyed_bits_with_several_steps_per_call(x):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_hierarchical_vae_binarizes_in_its_step_too(tmp_path, x):
+    """HierarchicalVAE(binarize="dynamic"): the same step-keyed bits as a VAE's (fit on grey
+    data == fit on those bits), the setting saved, and refused for a real-valued likelihood."""
+    def model(**kwargs):
+        keras.utils.set_random_seed(0)
+        m = kv.HierarchicalVAE((8, 8, 1), latent_dims=(4, 2), hidden=(16,), **kwargs)
+        m.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=4)
+        return m
+
+    dynamic, plain, helper = model(binarize="dynamic"), model(), model(binarize="dynamic")
+    plain.set_weights(dynamic.get_weights())
+    helper.optimizer.build(helper.trainable_variables)
+    bits = []
+    for step in range(4):
+        helper.optimizer.iterations.assign(step)
+        bits.append(helper.training_batch(tf.constant(x[64 * step:64 * (step + 1)])).numpy())
+    assert set(np.unique(np.concatenate(bits))) <= {0.0, 1.0}
+    dynamic.fit(x, epochs=1, batch_size=64, shuffle=False, verbose=0)
+    plain.fit(np.concatenate(bits), epochs=1, batch_size=64, shuffle=False, verbose=0)
+    for a, b in zip(_weights(dynamic), _weights(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "h.keras")
+    dynamic.save(path)
+    assert keras.models.load_model(path).binarize == "dynamic"
+    assert "binarize" not in plain.get_config()
+    with pytest.raises(ValueError, match="needs a likelihood on \\[0, 1\\]"):
+        kv.HierarchicalVAE((8, 8, 1), latent_dims=(4, 2), likelihood="gaussian",
+                           binarize="dynamic")
+
+
 def test_resumed_run_is_bit_exact(tmp_path, x):
     """Binarization and warm-up in the step: stop after epoch 1, reload, go on == one run."""
     options = dict(binarize="dynamic", warmup_steps=6, spe=4)
@@ -221,6 +251,9 @@ def test_cli_builds_the_in_graph_options():
     assert model.binarize == "dynamic" and model.warmup_steps == 50
     gaussian = build.build_model({**cfg, "likelihood": "gaussian"}, (8, 8, 1))
     assert gaussian.binarize is None  # its pipeline binarizes instead (support: real line)
+    two = config.validate({"binarize": "dynamic", "latent_dims": [4, 2]})
+    assert build.build_model(two, (8, 8, 1)).binarize == "dynamic"  # --latent-dims too
+    assert build.build_model({**two, "likelihood": "gaussian"}, (8, 8, 1)).binarize is None
 
 
 # ------------------------------------------- callbacks and steps_per_execution
