@@ -1,4 +1,4 @@
-"""Issue 16's quality table: nine models, one budget, resumable across sessions.
+"""Issue 16's quality table: nine models (and one ablation), one budget, resumable.
 
 `python -m benchmarks.quality_table [--dir DIR] [--epochs 100] [--seeds 0,1]
 [--arms ...] [--hours H] [--report] [--write benchmarks/RESULTS.md]`
@@ -12,6 +12,8 @@ layer (the IWAE paper's criterion: Var_x E_q[z_u | x] > 0.01). Arms:
 
 ```none
 vae       kv.VAE(MLPEncoder(50, (200, 200), "tanh"), MLPDecoder((28, 28, 1), ...)), ELBO
+vae-exp   the same with MLPEncoder(..., scale="exp", min_scale=0.0): the recipe's
+          sigma = exp(raw) without a floor (the parity question of issue 16)
 iwae5     the same, IWAE bound K=5          iwae50   K=50
 vamp      the same with prior=kv.priors.VampPrior(num_components=500), ELBO
 iaf       the same with MLPEncoder(..., posterior="iaf") (2 IAF steps), ELBO
@@ -45,12 +47,14 @@ import numpy as np  # noqa: E402
 
 __all__ = ["ARMS", "run_job", "collect", "render", "main"]
 
-ARMS = ("vae", "plain", "iaf", "vamp", "hvae", "iwae5", "hiwae5", "iwae50", "hiwae50")
+ARMS = ("vae", "plain", "vae-exp", "iaf", "vamp", "hvae", "iwae5", "hiwae5", "iwae50",
+        "hiwae50")
 LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
           "iwae50": "1 layer, IWAE k=50", "vamp": "1 layer, VampPrior (500), ELBO",
           "iaf": "1 layer, IAF posterior (2 steps), ELBO", "hvae": "2 layers, VAE (ELBO)",
           "hiwae5": "2 layers, IWAE k=5", "hiwae50": "2 layers, IWAE k=50",
-          "plain": "plain TF reference, ELBO"}
+          "plain": "plain TF reference, ELBO",
+          "vae-exp": "1 layer, VAE (ELBO), the recipe's sigma = exp(raw), no floor"}
 BATCH, EVAL_K, EVAL_CHUNK = 128, 5000, 1000
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "keras-vae", "quality-table")
 
@@ -77,7 +81,8 @@ def build_model(arm, seed):
                                    **common)
     else:
         common["binarize"] = "dynamic"  # drawn in the compiled step
-        enc_kwargs = {"posterior": "iaf"} if arm == "iaf" else {}
+        enc_kwargs = {"iaf": {"posterior": "iaf"},
+                      "vae-exp": {"scale": "exp", "min_scale": 0.0}}.get(arm, {})
         extra = {"prior": kv.priors.VampPrior(num_components=500, seed=seed)} \
             if arm == "vamp" else {}
         model = kv.VAE(kv.MLPEncoder(50, hidden=(200, 200), activation="tanh", **enc_kwargs),
@@ -289,6 +294,8 @@ def render(done, epochs, pending=()):
             f"{', '.join(f'{minutes:.0f}' for minutes in train_minutes)} | "
             f"{np.mean([r['eval_seconds'] for r, _ in runs]) / 60:.1f} |")
     comparisons = [("vae", "plain", "1-layer VAE minus the plain reference (goal: within 0.3)"),
+                   ("vae-exp", "plain", "1-layer VAE, exp scale, minus the plain reference"),
+                   ("vae-exp", "vae", "exp scale minus keras_vae's softplus default"),
                    ("iwae5", "vae", "IWAE k=5 minus the ELBO, 1 layer (goal: > 0)"),
                    ("iwae50", "iwae5", "IWAE k=50 minus k=5, 1 layer (goal: > 0)"),
                    ("vamp", "vae", "VampPrior minus the standard prior (goal: > 0)"),
