@@ -506,7 +506,7 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
     if resume and training_finished(run_dir):
         return _after_training(config, run_dir, verbose, progress, x_train, x_test, y_test)
     progress.set("starting")
-    try:
+    with _status_on_exit(progress):
         # Shuffle and binarization keyed by the epoch number: resumes are bit-exact.
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         # batches (x, y), validation (x_test, y_test)
@@ -552,14 +552,22 @@ def _train_here(config, run_dir, resume, verbose, model, x_train, x_test, y_test
         _write_history(run_dir, history)  # last: it marks the training finished
         os.unlink(partial)
         files.remove(backup)
+    return _outputs(model, history, config, run_dir, verbose, progress, x_train, x_test,
+                    y_test)
+
+
+@contextlib.contextmanager
+def _status_on_exit(progress):
+    """Ends the run's status as "interrupted" (SIGINT/SIGTERM) or "failed" (any other
+    error) when the block raises, and lets the exception through."""
+    try:
+        yield
     except KeyboardInterrupt as e:
         progress.end("interrupted", signal=getattr(e, "signal_name", "SIGINT"))
         raise
     except BaseException as e:
         progress.end("failed", reason=f"{type(e).__name__}: {e}")
         raise
-    return _outputs(model, history, config, run_dir, verbose, progress, x_train, x_test,
-                    y_test)
 
 
 def training_finished(run_dir):
@@ -571,7 +579,7 @@ def training_finished(run_dir):
 
 def _after_training(config, run_dir, verbose, progress, x_train, x_test, y_test):
     """--resume of a run stopped after its training: the saved model, no training."""
-    try:
+    with _status_on_exit(progress):
         model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
         with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
             history = json.load(f)
@@ -579,19 +587,13 @@ def _after_training(config, run_dir, verbose, progress, x_train, x_test, y_test)
         progress.extra["resumed_from_epoch"] = len(next(iter(history.values()), []))
         if verbose:
             print("Training had finished; going on with the evaluation and outputs", flush=True)
-    except KeyboardInterrupt as e:
-        progress.end("interrupted", signal=getattr(e, "signal_name", "SIGINT"))
-        raise
-    except BaseException as e:
-        progress.end("failed", reason=f"{type(e).__name__}: {e}")
-        raise
     return _outputs(model, history, config, run_dir, verbose, progress, x_train, x_test,
                     y_test)
 
 
 def _outputs(model, history, config, run_dir, verbose, progress, x_train, x_test, y_test):
     """Evaluation, pictures and exports of a trained single-process run; status finished."""
-    try:
+    with _status_on_exit(progress):
         progress.set("evaluating")
         metrics = _evaluate(model, config, x_test, y_test)
         _write_json(os.path.join(run_dir, "metrics.json"), metrics)
@@ -609,12 +611,6 @@ def _outputs(model, history, config, run_dir, verbose, progress, x_train, x_test
         if config["web"] and not is_table(config):
             progress.set("exporting")
             _web(model, config, os.path.join(run_dir, "web"), overwrite=True)
-    except KeyboardInterrupt as e:
-        progress.end("interrupted", signal=getattr(e, "signal_name", "SIGINT"))
-        raise
-    except BaseException as e:
-        progress.end("failed", reason=f"{type(e).__name__}: {e}")
-        raise
     progress.phase = "done"
     write_status(run_dir, "finished", epochs=config["epochs"],
                  execution=getattr(model, "execution_plan", None), **progress.extra)
