@@ -375,8 +375,8 @@ def main(argv=None):
         from benchmarks import report, timing
 
         env = timing.environment()
-        command = "python -m benchmarks.quality_table " + " ".join(
-            a for a in (argv or []) if a != "--report")
+        command = (f"python -m benchmarks.quality_table --epochs {args.epochs} "
+                   f"--seeds {args.seeds}" + ("" if arms == ARMS else f" --arms {args.arms}"))
         report.write_sections(args.write, {"quality-table": (
             f"### Quality table (issue 16): {args.epochs} passes\n\n{body}\n\n"
             f"Table written {env['date']} at commit {env['commit']} from the runs under "
