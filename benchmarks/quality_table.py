@@ -334,7 +334,8 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--hours", type=float, default=None,
-                        help="start no new epoch chunk or evaluation after this long")
+                        help="start no new (model, seed) or evaluation chunk after this long "
+                             "(a training in progress runs to its end)")
     parser.add_argument("--report", action="store_true", help="only print the table of done runs")
     parser.add_argument("--write", metavar="PATH", help="also store the table in PATH")
     args = parser.parse_args(argv)
