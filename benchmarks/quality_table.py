@@ -75,12 +75,12 @@ def build_model(arm, seed):
 
     keras.utils.set_random_seed(seed)
     objective, k = _objective(arm)
-    common = {"objective": objective, "num_samples": k, "seed": seed}
-    if arm.startswith("h"):  # binarized in the pipeline: HierarchicalVAE has no `binarize`
+    common = {"objective": objective, "num_samples": k, "seed": seed,
+              "binarize": "dynamic"}  # drawn in the compiled step
+    if arm.startswith("h"):
         model = kv.HierarchicalVAE((28, 28, 1), latent_dims=(100, 50), activation="tanh",
                                    **common)
     else:
-        common["binarize"] = "dynamic"  # drawn in the compiled step
         enc_kwargs = {"iaf": {"posterior": "iaf"},
                       "vae-exp": {"scale": "exp", "min_scale": 0.0}}.get(arm, {})
         extra = {"prior": kv.priors.VampPrior(num_components=500, seed=seed)} \
