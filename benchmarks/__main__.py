@@ -236,7 +236,8 @@ def main(argv=None):
         n = args.loglik_n or (30 if args.quick else 500)
         vae = throughput._kv_mlp(50, "elbo", 1, False, 1)
         x_eval = kv.data.binarize_static(x_test[:n], seed=1)
-        result = loglik.loglik_benchmark(vae, x_eval, num_samples=args.loglik_k, log=log)
+        result = loglik.loglik_benchmark(vae, x_eval, num_samples=args.loglik_k,
+                                         rounds=1 if args.quick else 3, log=log)
         emit("loglik", f"Log-likelihood evaluation (K={args.loglik_k})",
              report.loglik_table(result))
     if "export" in suites:

@@ -86,14 +86,17 @@ def throughput_tables(rows, ceilings):
 
 def loglik_table(result):
     r = result
+    lo, hi = r.get("ratio_to_floor_range", (r["ratio_to_floor"],) * 2)
     return table(
         ["K", "N", "B", "chunk C", "seconds", "examples/s", "10,000 images (extrapolated)",
-         "floor (enc+dec)", "time / floor", "floor (dec only)", "time / dec floor",
+         "floor (enc+dec)", "time / floor (median; range)", "floor (dec only)",
+         "time / dec floor",
          "ceiling GFLOP/s", "peak RSS growth MB (first call / timed)",
          "one unchunked K x B x D tensor MB", "mean log p(x)"],
         [[r["k"], r["n"], r["batch_size"], r["chunk"], fmt(r["seconds"], 1),
           fmt(r["examples_per_s"], 1), f"{r['seconds_for_10000'] / 60:.1f} min",
-          fmt(r["floor_seconds"], 1) + " s", f"{r['ratio_to_floor']:.2f}x",
+          fmt(r["floor_seconds"], 1) + " s",
+          f"{r['ratio_to_floor']:.2f}x ({lo:.2f}-{hi:.2f}, {r.get('rounds', 1)} rounds)",
           fmt(r["floor_decoder_seconds"], 1) + " s", f"{r['ratio_to_decoder_floor']:.2f}x",
           fmt(r["ceiling_gflops"], 1),
           f"{fmt(r['first_call_growth_mb'])} / {fmt(r['peak_growth_mb'])}",

@@ -38,6 +38,7 @@ __all__ = [
     "allows_missing",
     "encode",
     "decode",
+    "decode_log_prob",
     "conditions",
     "check_inputs",
     "reconstruct",
@@ -114,6 +115,18 @@ def decode(model, z, condition=None):
     """`p(x|z)` (or `p(x|z, c)`, `condition [B, c]`) for latents `z [...] + [d]` (batch `[...]`,
     event `data_shape`), inference mode."""
     return _call(model.decoder, z, condition)
+
+
+def decode_log_prob(model, z, x, condition=None):
+    """`log p(x|z)` (or `log p(x|z, c)`) summed over the event, `[...]` for latents
+    `z [...] + [d]` and data `x [B] + data_shape` broadcasting against them; inference
+    mode. A decoder with `event_log_prob(z, x, condition)` (the keras_vae decoders)
+    computes it its own way (`MLPDecoder`'s Bernoulli fast path); any other goes
+    through `decode(model, z, condition).log_prob(x)`."""
+    own = getattr(model.decoder, "event_log_prob", None)
+    if own is None:
+        return decode(model, z, condition).log_prob(x)
+    return own(z, x, condition) if condition is not None else own(z, x)
 
 
 def conditions(model, y, n):

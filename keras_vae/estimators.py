@@ -47,6 +47,7 @@ from keras_vae.access import (
     check_inputs,
     conditions,
     decode,
+    decode_log_prob,
     encode,
     prior_distribution,
     require_prior,
@@ -180,10 +181,6 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size, condition_w
         # (log q then comes from the bijector cache, not the sequential inverse).
         proposal, flow = (None, None) if hook else flows.split_flow(posterior)
 
-        def draw(k):  # sample k's noise depends on (seed, k) only, not on the chunk
-            seed_k = tf.random.experimental.stateless_fold_in(seed, k)
-            return reparameterized_sample(proposal, 1, seed_k)[0]
-
         def body(j, acc):
             ks = j * chunk_size + tf.range(chunk_size)
             if hook is not None:  # the model's own proposal (e.g. HierarchicalVAE)
@@ -191,12 +188,13 @@ def _log_px_function(model_ref, data_shape, num_samples, chunk_size, condition_w
                     lambda k: tf.random.experimental.stateless_fold_in(seed, k), ks,
                     fn_output_signature=tf.int32))                        # [C, B]
             else:
-                z = tf.map_fn(draw, ks, fn_output_signature=tf.float32,
-                              parallel_iterations=16)                     # [C, B, d]
+                # sample k's noise depends on (seed, k) only, not on the chunk
+                z = reparameterized_sample(proposal, chunk_size, seed,
+                                           first_sample=j * chunk_size)  # [C, B, d]
                 z = z if flow is None else flow.forward(z)
                 log_w, _ = objectives.log_importance_weights(
                     x, posterior, lambda zz: decode(model, zz, condition), prior, z,
-                    mask=mask)                                                 # [C, B]
+                    mask=mask, log_prob_fn=lambda zz: decode_log_prob(model, zz, x, condition))
             log_w = tf.where((ks < num_samples)[:, None], log_w, -np.inf)  # pad of last chunk
             chunk_lse = objectives.iwae_bound(log_w) + log_chunk          # logsumexp, [B]
             return j + 1, tf.reduce_logsumexp(tf.stack([acc, chunk_lse]), axis=0)

@@ -111,6 +111,38 @@ class BernoulliLikelihood(_LikelihoodHead):
     def _distribution(self, logits):
         return _LogitBernoulli(logits=logits, dtype=tf.float32)
 
+    def log_prob_of_linear(self, h, kernel, bias, x):
+        """`log p(x|z)` summed over the event when the logits are `l = h @ kernel + bias`.
+
+        The same number as `self(h @ kernel + bias).log_prob(x)`, with the
+        `sum_i x_i l_i` part computed as `h . (x @ kernel^T) + x . bias`: a
+        product over the H features instead of the D logits, so what is left
+        per logit is one softplus and its sum. For inference over many samples
+        of few examples (the K=5000 log-likelihood, where it saves about a
+        quarter of the time); not for training (its gradient costs one more
+        `[H, D]` matmul).
+
+        Args:
+          h: float `[..., H]` features (e.g. `[C, B, H]` for C samples of B examples).
+          kernel: `[H, D]`, D the event size; bias: `[D]`.
+          x: `[B] + event_shape`, its batch broadcasting against `h`'s `[...]`.
+
+        Returns:
+          float32 tensor, the broadcast batch shape of `h[..., 0]` and `x`'s batch.
+        """
+        h, kernel, bias = (tf.cast(t, tf.float32) for t in (h, kernel, bias))
+        size = self.params_size()
+        x = tf.cast(x, tf.float32)
+        x_batch = tf.shape(x)[:tf.rank(x) - len(self.event_shape)]
+        x_flat = tf.reshape(x, [-1, size])
+        xw = tf.reshape(tf.matmul(x_flat, kernel, transpose_b=True),
+                        tf.concat([x_batch, tf.shape(kernel)[:1]], 0))   # [B, H]
+        xb = tf.reshape(tf.linalg.matvec(x_flat, bias), x_batch)        # [B]
+        features = tf.shape(h)[:-1]
+        logits = tf.matmul(tf.reshape(h, [-1, tf.shape(h)[-1]]), kernel) + bias
+        softplus = tf.reshape(tf.reduce_sum(tf.nn.softplus(logits), -1), features)
+        return tf.reduce_sum(h * xw, -1) + xb - softplus
+
 
 class _LogitBernoulli(tfd.Bernoulli):
     """`tfd.Bernoulli(logits=l)` whose `log_prob(x)` is `x * l - softplus(l)`.

@@ -397,7 +397,8 @@ class Decoder(keras.layers.Layer):
         to `z` before the first layer (see `Encoder.set_condition`)."""
         _set_condition(self, condition_dim)
 
-    def call(self, z, condition=None, training=None):
+    def _flat_input(self, z, condition):
+        """`(leading, inputs)`: z's sample dims `[...]` and the first layer's `[M, d (+ c)]`."""
         z = tf.convert_to_tensor(z)
         leading = tf.shape(z)[:-1]
         flat = tf.reshape(z, [-1, self.latent_dim])
@@ -406,9 +407,29 @@ class Decoder(keras.layers.Layer):
             condition = tf.broadcast_to(tf.cast(condition, flat.dtype),
                                         tf.concat([leading, [self.condition_dim]], 0))
             flat = tf.concat([flat, tf.reshape(condition, [-1, self.condition_dim])], -1)
+        return leading, flat
+
+    def call(self, z, condition=None, training=None):
+        leading, flat = self._flat_input(z, condition)
         params = self._body(flat, training)
         params = tf.reshape(params, tf.concat([leading, [self.head.params_size()]], 0))
         return self.head(params)
+
+    def event_log_prob(self, z, x, condition=None):
+        """`log p(x|z)` (or `log p(x|z, c)`) summed over the event, in inference mode.
+
+        The same number as `self(z, condition).log_prob(x)` (the default); a
+        decoder may compute it without building `p(x|z)` (`MLPDecoder` with a
+        Bernoulli likelihood does). Used by `keras_vae.log_likelihood`.
+
+        Args:
+          z: `[...] + [latent_dim]`; x: `[B] + output_shape`, broadcasting
+            against z's `[...]`; condition: as in `call`.
+
+        Returns:
+          float32 tensor of shape `[...]`.
+        """
+        return self(z, condition=condition, training=False).log_prob(x)
 
     def get_config(self):
         config = {**super().get_config(), "output_shape": list(self.event_shape),
@@ -498,6 +519,22 @@ class MLPDecoder(Decoder):
 
     def _body(self, z, training):
         return self.params_layer(_apply(self.dense_layers, z))
+
+    def event_log_prob(self, z, x, condition=None):
+        """See `Decoder.event_log_prob`. With a likelihood whose logits enter
+        linearly (`BernoulliLikelihood.log_prob_of_linear`) and a float32 linear
+        params layer, `sum_i x_i l_i` is taken over the last hidden layer's
+        features instead of the logits (the K=5000 log-likelihood's fast path)."""
+        fast = getattr(self.head, "log_prob_of_linear", None)
+        layer = getattr(self, "params_layer", None)
+        if (fast is None or not self.built or self.compute_dtype != "float32"
+                or layer.activation is not keras.activations.linear or not layer.use_bias
+                or getattr(layer, "quantization_mode", None) is not None):
+            return super().event_log_prob(z, x, condition)
+        leading, flat = self._flat_input(z, condition)
+        h = _apply(self.dense_layers, flat)
+        h = tf.reshape(h, tf.concat([leading, tf.shape(h)[-1:]], 0))
+        return fast(h, layer.kernel, layer.bias, x)
 
     def get_config(self):
         return {**super().get_config(), "hidden": list(self.hidden),

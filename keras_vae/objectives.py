@@ -180,14 +180,20 @@ def masked_log_prob(likelihood, x, mask=None):
                          axis=list(range(-event_rank, 0)))
 
 
-def log_importance_weights(x, posterior, likelihood_fn, prior, z, beta=1.0, mask=None):
+def log_importance_weights(x, posterior, likelihood_fn, prior, z, beta=1.0, mask=None,
+                           log_prob_fn=None):
     """`log w = log p(x|z) + beta * (log p(z) - log q(z|x))`, shape `[K, B]`.
 
     Also returns `log p(x|z)` (shape `[K, B]`) so callers can report the
     reconstruction term without decoding twice. With `mask` (True where
     observed) `log p(x|z)` is `log p(x_o|z)`, the sum over observed entries.
+    `log_prob_fn` (`z -> log p(x|z)`, e.g. `access.decode_log_prob`), when
+    given and there is no mask, replaces `likelihood_fn(z).log_prob(x)`.
     """
-    log_px_z = masked_log_prob(likelihood_fn(z), x, mask)
+    if log_prob_fn is not None and mask is None:
+        log_px_z = log_prob_fn(z)
+    else:
+        log_px_z = masked_log_prob(likelihood_fn(z), x, mask)
     log_w = log_px_z + beta * (prior.log_prob(z) - posterior.log_prob(z))
     return log_w, log_px_z
 

@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 from scipy import integrate, stats
 
 import keras_vae as kv
 from keras_vae import distributions as dists
+
+tfd = tfp.distributions
 
 RNG = np.random.default_rng(0)
 
@@ -114,6 +117,35 @@ def test_reparameterized_sample_moments():
     z = dists.reparameterized_sample(q, 20000, tf.constant([1, 2]))
     np.testing.assert_allclose(z.numpy().mean(0)[0], [1.0, -2.0], atol=0.05)
     np.testing.assert_allclose(z.numpy().std(0)[0], q.stddev().numpy()[0], rtol=0.03)
+
+
+@pytest.mark.parametrize("row", [(3, 7), (2, 4)])  # 21 numbers per row (padded), 8 (not)
+def test_indexed_noise_rows_do_not_depend_on_how_many_are_drawn(row):
+    from keras_vae import heads
+    seed = tf.constant([5, 9])
+    whole = heads.indexed_normal([6, *row], seed, 0).numpy()
+    for first, count in ((0, 1), (2, 3), (5, 1)):
+        part = heads.indexed_normal([count, *row], seed, first).numpy()
+        np.testing.assert_array_equal(part, whole[first:first + count])
+    assert len({float(r.sum()) for r in whole}) == 6  # every row its own numbers
+    big = heads.indexed_normal([4000, *row], seed, 0).numpy()
+    assert abs(big.mean()) < 0.02 and abs(big.std() - 1) < 0.02
+    if np.prod(row) % 4 == 0:  # the same stream as one stateless draw
+        np.testing.assert_array_equal(whole, heads.stateless_normal([6, *row], seed).numpy())
+
+
+def test_chunked_draws_with_first_sample_equal_one_draw_for_every_posterior():
+    rng = np.random.default_rng(0)
+    seed = tf.constant([1, 2])
+    diag = dists.DiagonalGaussianPosterior(3)(rng.normal(size=(4, 6)).astype("float32"))
+    mixture = tfd.MixtureSameFamily(tfd.Categorical(logits=tf.zeros([4, 2])),
+                                    tfd.MultivariateNormalDiag(tf.zeros([4, 2, 3])))
+    for q in (diag, mixture):
+        whole = dists.reparameterized_sample(q, 5, seed, first_sample=0).numpy()
+        parts = [dists.reparameterized_sample(q, c, seed, first_sample=f).numpy()
+                 for f, c in ((0, 2), (2, 3))]
+        assert whole.shape == (5, 4, 3)
+        np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-6)
 
 
 def test_heads_keep_float32_under_float16_params():

@@ -113,6 +113,76 @@ def test_result_does_not_depend_on_chunk_size_and_is_seeded():
                            runs[0], atol=1e-3)
 
 
+def _bernoulli_mlp(seed=0, condition_dim=None, hidden=(16, 8)):
+    keras.utils.set_random_seed(seed)
+    return kv.MLPDecoder((4, 3, 1), hidden=hidden, condition_dim=condition_dim)
+
+
+def _randomize(layer, seed=5):
+    """Every weight drawn at random (a fresh Dense has zero biases)."""
+    rng = np.random.default_rng(seed)
+    layer.set_weights([rng.normal(scale=0.7, size=w.shape) for w in layer.get_weights()])
+
+
+@pytest.mark.parametrize("hidden", [(16, 8), ()])
+@pytest.mark.parametrize("grey", [False, True])
+def test_mlp_bernoulli_fast_log_prob_equals_the_distribution_s(hidden, grey, monkeypatch):
+    """`sum_i x_i l_i` taken over the features (the K=5000 fast path) is the same number."""
+    rng = np.random.default_rng(1)
+    decoder = _bernoulli_mlp(hidden=hidden)
+    z = rng.normal(size=(3, 7, 5)).astype("float32")
+    decoder(z)
+    _randomize(decoder)
+    x = rng.random((7, 4, 3, 1)).astype("float32")
+    x = x if grey else (x > 0.5).astype("float32")
+    calls, own = [], kv.distributions.BernoulliLikelihood.log_prob_of_linear
+    monkeypatch.setattr(kv.distributions.BernoulliLikelihood, "log_prob_of_linear",
+                        lambda *a: calls.append(1) or own(*a))
+    fast = decoder.event_log_prob(z, x)
+    assert calls and fast.shape == (3, 7)
+    np.testing.assert_allclose(fast, decoder(z).log_prob(x), rtol=1e-6, atol=2e-5)
+
+
+def test_conditional_and_non_bernoulli_decoders_keep_their_log_prob():
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(2, 6, 3)).astype("float32")
+    x = (rng.random((6, 4, 3, 1)) > 0.5).astype("float32")
+    c = rng.random((6, 4)).astype("float32")
+    decoder = _bernoulli_mlp(condition_dim=4)
+    decoder(z, condition=c)
+    _randomize(decoder)
+    np.testing.assert_allclose(decoder.event_log_prob(z, x, c),
+                               decoder(z, condition=c).log_prob(x), rtol=1e-6, atol=2e-5)
+    gaussian = kv.MLPDecoder((4, 3, 1), hidden=(8,), likelihood="gaussian_learned")
+    gaussian(z)
+    _randomize(gaussian)
+    np.testing.assert_allclose(gaussian.event_log_prob(z, x), gaussian(z).log_prob(x),
+                               rtol=1e-6)
+
+
+def test_log_likelihood_is_the_same_with_and_without_the_fast_path(monkeypatch):
+    x = (np.random.default_rng(3).random((5, 4, 3, 1)) > 0.5).astype("float32")
+
+    def model():
+        keras.utils.set_random_seed(4)
+        vae = kv.VAE(kv.MLPEncoder(3, hidden=(8,)), kv.MLPDecoder((4, 3, 1), hidden=(8, 8)))
+        vae(x[:1])
+        _randomize(vae)
+        return vae
+
+    fast = kv.log_likelihood(model(), x, num_samples=40, chunk_size=7).log_px
+    calls = []
+
+    def general(self, z, x, condition=None):
+        calls.append(1)
+        return kv.networks.Decoder.event_log_prob(self, z, x, condition)
+
+    monkeypatch.setattr(kv.networks.MLPDecoder, "event_log_prob", general)
+    slow = kv.log_likelihood(model(), x, num_samples=40, chunk_size=7).log_px
+    assert calls, "the estimator did not go through the decoder's event_log_prob"
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=5e-5)
+
+
 def test_chunking_bounds_the_decoded_tensor_whatever_k():
     """K=5000 on 28x28-sized data: the decoder only ever sees [chunk, batch, d] latents."""
     model = LinearGaussian(d=784)
