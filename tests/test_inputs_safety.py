@@ -20,6 +20,34 @@ def _batches(x, batch=32):
 
 # ------------------------------------------------ data checks on every path
 
+_INF, _NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("support, allow_missing, value, flags", [
+    ((0.0, 1.0), False, 0.5, (0, 0)), ((0.0, 1.0), False, _NAN, (1, 0)),
+    ((0.0, 1.0), False, _INF, (1, 1)), ((0.0, 1.0), False, 1.5, (0, 1)),
+    ((0.0, 1.0), False, -0.1, (0, 1)), ((0.0, 1.0), True, _NAN, (0, 0)),
+    ((0.0, 1.0), True, -_INF, (1, 1)), ((0.0, 1.0), True, 2.0, (0, 1)),
+    (None, False, 1e30, (0, 0)), (None, False, -_INF, (1, 0)), (None, False, _NAN, (1, 0)),
+    (None, True, _NAN, (0, 0)), (None, True, _INF, (1, 0)),
+    ((0.0, _INF), False, _INF, (1, 0)), ((0.0, _INF), False, 3.0, (0, 0)),
+    ((0.0, _INF), True, _INF, (1, 0)),
+])
+@pytest.mark.parametrize("jit", [False, True])
+def test_the_data_guard_counts_each_kind_of_bad_value(support, allow_missing, value, flags, jit):
+    """[non-finite, outside the support] per step kind, in graph mode and under XLA."""
+    from keras_vae import validation
+    guard = validation.DataGuard(support, allow_missing=allow_missing)
+    x = np.full((4, 3), 0.25, "float32")
+    x[2, 1] = value
+    update = tf.function(guard.update_state, jit_compile=jit)
+    update(tf.constant(x), validation.TEST)
+    update(tf.constant(np.full((4, 3), 0.25, "float32")), validation.TRAIN)
+    counts = guard.result().numpy()
+    np.testing.assert_array_equal(counts[validation.TEST], flags)
+    np.testing.assert_array_equal(counts[validation.TRAIN], (0, 0))
+
+
 def test_uint8_dataset_is_refused_before_training_with_the_scaling_advice(digits, small_vae):
     x, _ = digits
     pixels = (x[:128] * 255).astype("uint8")
