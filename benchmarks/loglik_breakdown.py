@@ -22,8 +22,10 @@ matmuls + softplus   the same with softplus(logits) only (the part of log p(x|z)
                      rewriting removes: one softplus per logit)
 ..., XLA             decoder + log p(x|z) compiled with XLA (jit_compile=True) inside the
                      graph-mode loop
-draws (map_fn)       the per-sample noise draws as the estimator makes them
-draws (one per chunk) one stateless_normal per chunk instead (not chunk-size-free)
+draws (map_fn)       one stateless_normal per sample in tf.map_fn (the estimator's draws
+                     before `heads.indexed_normal`)
+draws (one per chunk) the estimator's draws now: `reparameterized_sample(q, C, seed,
+                     first_sample=j C)`, one op per chunk, still chunk-size-free
 ```
 """
 
@@ -97,9 +99,7 @@ def breakdown(n=100, k=5000, rounds=3, log=print):
                          parallel_iterations=16)
 
     def draws_block(_, j):
-        eps = tf.random.stateless_normal([chunk, n, 50],
-                                         tf.random.experimental.stateless_fold_in(seed, j))
-        return q.mean() + q.stddev() * eps
+        return reparameterized_sample(q, chunk, seed, first_sample=j * chunk)
 
     class General:  # the same model behind a decoder without `event_log_prob`
         encoder, prior = vae.encoder, vae.prior
