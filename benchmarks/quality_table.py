@@ -31,11 +31,19 @@ done. Killed at any point, the same command continues where it stopped (a
 partly trained epoch is trained again from its start; shuffles, binarization
 and the model's noise are keyed by the epoch and step counters, so the result
 is the one an uninterrupted run gives). `--hours` stops starting new work after
-that long. `--report` prints (and with `--write` stores) the table of whatever
-runs are done.
+that long.
+
+A finished run is also published to `--results` (default
+benchmarks/quality_runs/ in the repository): `eEPOCHS/ARM-sSEED.json` (the
+result) and `ARM-sSEED.log_px.npy` (float32 log p(x) of every test image, for
+the paired differences). The state folder lives on one machine; the published
+results are what the table is made from and what a later session (on another
+machine) finds done. `--report` prints (and with `--write` stores) the table of
+the published runs, after publishing any finished run of the state folder.
 """
 
 import argparse
+import io
 import json
 import math
 import os
@@ -57,6 +65,7 @@ LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
           "vae-exp": "1 layer, VAE (ELBO), the recipe's sigma = exp(raw), no floor"}
 BATCH, EVAL_K, EVAL_CHUNK = 128, 5000, 1000
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "keras-vae", "quality-table")
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quality_runs")
 
 
 def _objective(arm):
@@ -187,17 +196,46 @@ def _train_plain(seed, epochs, x_train, job_dir, log):
     return parity._as_kv(model), epoch_log.rows
 
 
-def run_job(arm, seed, epochs, x_train, x_eval, job_dir, log=print, deadline=None):
+def _published(results_root, arm, seed):
+    return os.path.join(results_root, f"{arm}-s{seed}")
+
+
+def publish(job_dir, results_root, arm, seed):
+    """Copies a finished run of `job_dir` to `results_root`; True if there was one to copy."""
+    from keras_vae.files import atomic_write
+
+    result = _read_json(os.path.join(job_dir, "result.json"))
+    if result is None:
+        return False
+    os.makedirs(results_root, exist_ok=True)
+    base = _published(results_root, arm, seed)
+    buffer = io.BytesIO()
+    np.save(buffer, np.load(os.path.join(job_dir, "log_px.npy")).astype(np.float32))
+    atomic_write(base + ".log_px.npy", buffer.getvalue())
+    _write_json(base + ".json", result)
+    return True
+
+
+def run_job(arm, seed, epochs, x_train, x_eval, job_dir, log=print, deadline=None,
+            results_root=None):
     """Trains and evaluates one (arm, seed) in `job_dir`, continuing whatever is there.
 
-    Returns the result dict, or None if `deadline` (a `time.time()`) passed first.
+    With `results_root`, a run published there counts as done, and a run finished
+    here is published there. Returns the result dict, or None if `deadline` (a
+    `time.time()`) passed first.
     """
     import keras
 
     import keras_vae as kv
 
+    if results_root is not None:
+        done = _read_json(_published(results_root, arm, seed) + ".json")
+        if done is not None:
+            return done
     done = _read_json(os.path.join(job_dir, "result.json"))
     if done is not None:
+        if results_root is not None:
+            publish(job_dir, results_root, arm, seed)
         return done
     os.makedirs(job_dir, exist_ok=True)
     model_path = os.path.join(job_dir, "model.keras")
@@ -244,6 +282,8 @@ def run_job(arm, seed, epochs, x_train, x_eval, job_dir, log=print, deadline=Non
               "test_elbo": float(np.mean(terms["elbo"])), "active_units": list(units),
               "eval_n": int(len(log_px)), "eval_k": EVAL_K, "eval_seconds": float(eval_seconds)}
     _write_json(os.path.join(job_dir, "result.json"), result)
+    if results_root is not None:
+        publish(job_dir, results_root, arm, seed)
     log(f"  done {arm} seed {seed}: log p(x) {result['test_log_px']:.2f}, "
         f"active units {units}, train {result['train_seconds'] / 60:.1f} min, "
         f"eval {eval_seconds / 60:.1f} min")
@@ -255,15 +295,21 @@ def jobs(arms, seeds):
     return [(arm, seed) for arm in ARMS if arm in arms for seed in seeds]
 
 
-def collect(root, arms=ARMS, seeds=(0, 1), epochs=None):
-    """The finished results under `root` and their per-image log p(x) arrays."""
+def collect(results_root, arms=ARMS, seeds=(0, 1), epochs=None):
+    """The published results under `results_root` and their per-image log p(x) arrays.
+
+    The array is None for a run whose per-image values were not kept (the first
+    runs, whose state folder was lost with its machine; see their "source").
+    """
     out = []
     for arm, seed in jobs(arms, seeds):
-        job_dir = os.path.join(root, f"{arm}-s{seed}")
-        result = _read_json(os.path.join(job_dir, "result.json"))
+        base = _published(results_root, arm, seed)
+        result = _read_json(base + ".json")
         if result is None or (epochs is not None and result["epochs"] != epochs):
             continue
-        out.append((result, np.load(os.path.join(job_dir, "log_px.npy"))))
+        log_px = np.load(base + ".log_px.npy").astype(np.float64) \
+            if os.path.exists(base + ".log_px.npy") else None
+        out.append((result, log_px))
     return out
 
 
@@ -304,6 +350,7 @@ def render(done, epochs, pending=()):
                    ("hiwae5", "iwae5", "2 layers minus 1, IWAE k=5 (goal: > 0)"),
                    ("hiwae50", "iwae50", "2 layers minus 1, IWAE k=50 (goal: > 0)"),
                    ("hiwae5", "hvae", "IWAE k=5 minus the ELBO, 2 layers (goal: > 0)")]
+    means = {arm: {r["seed"]: r["test_log_px"] for r, _ in runs} for arm, runs in by_arm.items()}
     rows = []
     for a, b, what in comparisons:
         pa = {r["seed"]: x for r, x in by_arm.get(a, [])}
@@ -311,16 +358,28 @@ def render(done, epochs, pending=()):
         seeds = sorted(set(pa) & set(pb))
         if not seeds:
             continue
-        diffs = [float(np.mean(pa[s] - pb[s])) for s in seeds]  # paired by seed and image
-        image_se = float(np.mean([np.std(pa[s] - pb[s]) / math.sqrt(len(pa[s])) for s in seeds]))
+        diffs = [means[a][s] - means[b][s] for s in seeds]  # = the mean of the paired differences
+        paired = [s for s in seeds if pa[s] is not None and pb[s] is not None]
+        image_se = float(np.mean([np.std(pa[s] - pb[s]) / math.sqrt(len(pa[s]))
+                                  for s in paired])) if paired == seeds else math.nan
         seed_se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 \
             else math.nan
         rows.append(f"| {what} | {len(seeds)} | {np.mean(diffs):+.2f} | "
                     f"{' '.join(f'{d:+.2f}' for d in diffs)} | "
-                    f"{'-' if math.isnan(seed_se) else f'{seed_se:.2f}'} | {image_se:.2f} |")
+                    f"{'-' if math.isnan(seed_se) else f'{seed_se:.2f}'} | "
+                    f"{'-' if math.isnan(image_se) else f'{image_se:.2f}'} |")
     if rows:
         lines += ["", "| difference | seeds | mean (nats) | per seed | s.e. (seeds) "
                   "| s.e. (images) |", "| --- | --- | ---: | --- | ---: | ---: |"] + rows
+    lost = [f"{r['arm']} seed {r['seed']}" for r, x in done if x is None]
+    if lost:
+        lines += ["", "Per-image values not kept for " + ", ".join(lost) + " (their state folder "
+                  "was lost with its machine; the numbers are from the table written then, to "
+                  "0.01), so the image-level s.e. of a difference with them is not given."]
+        approx = sorted({r["arm"] for r, _ in done if r.get("seed_means_only")})
+        if approx:
+            lines[-1] += (" For " + ", ".join(approx) + " only the means over seeds of the test "
+                          "ELBO, train loss and eval minutes were kept.")
     if pending:
         lines += ["", "Not finished yet: " + ", ".join(f"{a} seed {s}" for a, s in pending) + "."]
     return "\n".join(lines)
@@ -330,6 +389,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality_table",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=DEFAULT_DIR, help=f"state folder (default {DEFAULT_DIR})")
+    parser.add_argument("--results", default=RESULTS_DIR,
+                        help=f"where finished runs are published (default {RESULTS_DIR})")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--arms", default=",".join(ARMS))
@@ -350,6 +411,7 @@ def main(argv=None):
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1; got {args.epochs}")
     root = os.path.join(args.dir, f"e{args.epochs}")
+    results_root = os.path.join(args.results, f"e{args.epochs}")
     started = time.time()
     deadline = started + 3600 * args.hours if args.hours else None
 
@@ -366,8 +428,12 @@ def main(argv=None):
                 log("  --hours reached: stopping (run the same command to continue)")
                 break
             run_job(arm, seed, args.epochs, x_train, x_eval,
-                    os.path.join(root, f"{arm}-s{seed}"), log=log, deadline=deadline)
-    done = collect(root, arms, seeds, args.epochs)
+                    os.path.join(root, f"{arm}-s{seed}"), log=log, deadline=deadline,
+                    results_root=results_root)
+    for arm, seed in jobs(arms, seeds):  # runs finished by an earlier runner of this machine
+        if not os.path.exists(_published(results_root, arm, seed) + ".json"):
+            publish(os.path.join(root, f"{arm}-s{seed}"), results_root, arm, seed)
+    done = collect(results_root, arms, seeds, args.epochs)
     finished = {(r["arm"], r["seed"]) for r, _ in done}
     pending = [j for j in jobs(arms, seeds) if j not in finished]
     body = render(done, args.epochs, pending)
@@ -380,8 +446,9 @@ def main(argv=None):
                    f"--seeds {args.seeds}" + ("" if arms == ARMS else f" --arms {args.arms}"))
         report.write_sections(args.write, {"quality-table": (
             f"### Quality table (issue 16): {args.epochs} passes\n\n{body}\n\n"
-            f"Table written {env['date']} at commit {env['commit']} from the runs under "
-            f"`{args.dir}` (`{command.strip()}`); {env['cpu']}; {env['versions']}.")})
+            f"Table written {env['date']} at commit {env['commit']} from the runs published "
+            f"under `benchmarks/quality_runs/` (`{command.strip()}`); {env['cpu']}; "
+            f"{env['versions']}.")})
     return 0
 
 
