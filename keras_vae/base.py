@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import keras_api, validation
+from keras_vae import keras_api, objectives, validation
 from keras_vae.corruption import CORRUPTIONS, binarize, check_corruption, corrupt
 from keras_vae.execution import AutoExecution
 
@@ -267,9 +267,35 @@ class BaseAutoencoder(AutoExecution, keras.Model):
             return (binarize(x[0], self.binarization_seed()),) + x[1:]
         return binarize(x, self.binarization_seed())
 
+    def _init_kl_weight(self, beta, warmup_steps=0, warmup_schedule="linear"):
+        """The KL weight `self.beta` (a non-trainable weight, so a warm-up callback or
+        the in-step warm-up can change it without retracing) and its warm-up settings,
+        checked. `warmup_steps=N > 0`: `before_train_step` sets beta to
+        `objectives.warmup_beta(optimizer.iterations, N, warmup_schedule, 0, beta)`."""
+        self._initial_beta = validation.non_negative_float("beta", beta)
+        self.warmup_steps = validation.non_negative_int("warmup_steps", warmup_steps)
+        self.warmup_schedule = validation.choice("warmup_schedule", warmup_schedule,
+                                                 objectives.WARMUP_SCHEDULES)
+        self.beta = self.add_weight(
+            name="beta", shape=(), dtype="float32", trainable=False,
+            initializer=keras.initializers.Constant(self._initial_beta))
+
+    def _kl_weight_config(self):
+        """`beta` and (when set) `warmup_steps` / `warmup_schedule` for `get_config`."""
+        config = {"beta": self._initial_beta}
+        if self.warmup_steps:
+            config.update({"warmup_steps": self.warmup_steps,
+                           "warmup_schedule": self.warmup_schedule})
+        return config
+
     def before_train_step(self):
-        """Hook run at the start of every compiled training step (e.g. the KL warm-up
-        of `keras_vae.VAE`); nothing here."""
+        """Hook run at the start of every compiled training step: with `warmup_steps`
+        (see `_init_kl_weight`), `beta = warmup_beta(optimizer.iterations)`, assigned in
+        the step (the loss of this step reads it; evaluation reads the last value)."""
+        if getattr(self, "warmup_steps", 0):
+            self.beta.assign(tf.cast(objectives.warmup_beta(
+                self.optimizer.iterations, self.warmup_steps, self.warmup_schedule,
+                0.0, self._initial_beta), tf.float32))
 
     def _data(self, data, row=None):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -219,7 +219,9 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
         encoder, decoder = _table_networks(config, table, x_train)
         model = model_lib.VAE(encoder, decoder, prior=_prior(config), beta=config["beta"],
                               num_samples=config["num_samples"], objective=config["objective"],
-                              free_bits=config["free_bits"], seed=config["seed"])
+                              free_bits=config["free_bits"], seed=config["seed"],
+                              warmup_steps=config["warmup_steps"],
+                              warmup_schedule=config["warmup_schedule"])
     elif config.get("latent_dims"):  # stacked stochastic layers (config checks the rest)
         from keras_vae import config as config_lib
         from keras_vae.hierarchical import HierarchicalVAE
@@ -229,7 +231,8 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
             hidden=None if list(hidden) == default else hidden,  # None: the IWAE paper's
             activation=config["activation"], likelihood=_likelihood(config, data_shape),
             prior=_prior(config), objective=config["objective"],
-            num_samples=config["num_samples"], beta=config["beta"], seed=config["seed"])
+            num_samples=config["num_samples"], beta=config["beta"], seed=config["seed"],
+            warmup_steps=config["warmup_steps"], warmup_schedule=config["warmup_schedule"])
         model.binarize = _step_binarize(config, model.decoder.head)
     elif config["model"] in ("ae", "dae"):
         from keras_vae import autoencoders

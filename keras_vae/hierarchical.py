@@ -163,6 +163,10 @@ class HierarchicalVAE(BaseAutoencoder):
       objective: "elbo" or "iwae".
       num_samples: L samples per example (K for "iwae").
       beta: KL weight in the non-trainable `model.beta` (warm-up callbacks work).
+      warmup_steps, warmup_schedule: as for `keras_vae.VAE`: with `warmup_steps=N`
+        the weight of every layer's KL rises from 0 to `beta` over N optimizer
+        steps inside the compiled step (keeps `steps_per_execution`). Ladder-VAE
+        style warm-up (Sonderby et al., 2016) against the upper layers' collapse.
       analytic_kl: closed-form KL of the top layer given each sample of the
         layer below; the lower layers' KLs are always Monte Carlo.
       min_scale: floor on every Gaussian layer's standard deviation.
@@ -191,7 +195,7 @@ class HierarchicalVAE(BaseAutoencoder):
                  likelihood="bernoulli", prior=None, objective="elbo", num_samples=1, beta=1.0,
                  analytic_kl=True, min_scale=1e-4, seed=0, corruption=None,
                  corruption_rate=0.25, corruption_stddev=0.1, input_key=None, binarize=None,
-                 **kwargs):
+                 warmup_steps=0, warmup_schedule="linear", **kwargs):
         data_shape = validation.event_shape("data_shape", data_shape)
         dims = _latent_dims(latent_dims)
         widths = _hidden(hidden, len(dims))
@@ -228,10 +232,7 @@ class HierarchicalVAE(BaseAutoencoder):
         self.objective = objective
         self.num_samples = validation.positive_int("num_samples", num_samples)
         self.analytic_kl = bool(analytic_kl)
-        self._initial_beta = validation.non_negative_float("beta", beta)
-        self.beta = self.add_weight(
-            name="beta", shape=(), dtype="float32", trainable=False,
-            initializer=keras.initializers.Constant(self._initial_beta))
+        self._init_kl_weight(beta, warmup_steps, warmup_schedule)
         names = ["loss", "elbo", "reconstruction", "kl"]
         names += [f"kl_z{i + 1}" for i in range(len(dims))] + ["beta"]
         if objective == "iwae":
@@ -416,10 +417,10 @@ class HierarchicalVAE(BaseAutoencoder):
             "prior": keras.saving.serialize_keras_object(self.prior),
             "objective": self.objective,
             "num_samples": self.num_samples,
-            "beta": self._initial_beta,
             "analytic_kl": self.analytic_kl,
             "min_scale": self.min_scale,
         })
+        config.update(self._kl_weight_config())
         if self.binarize is not None:
             config["binarize"] = self.binarize
         return config

@@ -132,15 +132,8 @@ class VAE(BaseAutoencoder):
                 f"Received: objective={objective!r}, free_bits={free_bits!r}"
             )
         self.allows_missing = objective == "miwae"
-        self._initial_beta = validation.non_negative_float("beta", beta)
         self.binarize = check_binarize(binarize, getattr(self.decoder.head, "support", None))
-        self.warmup_steps = validation.non_negative_int("warmup_steps", warmup_steps)
-        self.warmup_schedule = validation.choice("warmup_schedule", warmup_schedule,
-                                                 objectives.WARMUP_SCHEDULES)
-        self.beta = self.add_weight(
-            name="beta", shape=(), dtype="float32", trainable=False,
-            initializer=keras.initializers.Constant(self._initial_beta),
-        )
+        self._init_kl_weight(beta, warmup_steps, warmup_schedule)
         names = ["loss", "elbo", "reconstruction", "kl", "beta"]
         if objective != "elbo":
             names.append(objective)
@@ -156,14 +149,6 @@ class VAE(BaseAutoencoder):
 
     def _scalar_metrics(self):
         return {"beta": self.beta}
-
-    def before_train_step(self):
-        """With `warmup_steps`: `beta = warmup_beta(optimizer.iterations)`, assigned in
-        the step (the loss of this step reads it; evaluation reads the last value)."""
-        if self.warmup_steps:
-            self.beta.assign(tf.cast(objectives.warmup_beta(
-                self.optimizer.iterations, self.warmup_steps, self.warmup_schedule,
-                0.0, self._initial_beta), tf.float32))
 
     def compute_terms(self, x, training=False, seed=None, num_samples=None):
         """Runs the objective on a batch: dict of `loss` (scalar) and per-example
@@ -215,8 +200,8 @@ class VAE(BaseAutoencoder):
 
     def get_config(self):
         config = super().get_config()
+        config.update(self._kl_weight_config())
         config.update({
-            "beta": self._initial_beta,
             "num_samples": self.num_samples,
             "analytic_kl": self.analytic_kl,
             "objective": self.objective,
@@ -224,7 +209,4 @@ class VAE(BaseAutoencoder):
         })
         if self.binarize is not None:
             config["binarize"] = self.binarize
-        if self.warmup_steps:
-            config.update({"warmup_steps": self.warmup_steps,
-                           "warmup_schedule": self.warmup_schedule})
         return config

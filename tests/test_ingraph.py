@@ -227,6 +227,31 @@ def test_in_graph_warmup_follows_the_schedule_and_keeps_steps_per_execution(x):
     assert loss[0] < rec[0] + 0.5 * kl[0]  # beta averaged 0.1875 in the first epoch
 
 
+def test_two_layer_model_warms_up_in_its_step_too(x):
+    """HierarchicalVAE(warmup_steps=N): the same in-step schedule as VAE (one rule, in
+    BaseAutoencoder), kept by steps_per_execution, saved in its config."""
+    keras.utils.set_random_seed(0)
+    model = kv.HierarchicalVAE((8, 8, 1), latent_dims=(4, 2), hidden=(16,), warmup_steps=16,
+                               beta=2.0, warmup_schedule="linear")
+    model.compile(optimizer="adam", steps_per_execution=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KerasVAEWarning)
+        history = model.fit(x, epochs=3, batch_size=64, verbose=0)
+    expected = [2.0 * np.mean([min(1.0, t / 16) for t in range(4 * e, 4 * e + 4)])
+                for e in range(3)]
+    np.testing.assert_allclose(history.history["beta"], expected, rtol=1e-6)
+    assert float(model.beta) == pytest.approx(2.0 * 11 / 16)
+    config = model.get_config()
+    assert (config["warmup_steps"], config["warmup_schedule"], config["beta"]) == (16, "linear",
+                                                                                 2.0)
+    again = kv.HierarchicalVAE.from_config(config)
+    assert (again.warmup_steps, again.warmup_schedule) == (16, "linear")
+    with pytest.raises(ValueError, match="Received: warmup_steps=-1"):
+        kv.HierarchicalVAE((8, 8, 1), latent_dims=(4, 2), warmup_steps=-1)
+    with pytest.raises(ValueError, match="warmup_schedule"):
+        kv.HierarchicalVAE((8, 8, 1), latent_dims=(4, 2), warmup_schedule="cosine")
+
+
 def test_in_graph_options_under_xla(x):
     vae = _compiled(spe=4, jit=True, warmup_steps=10, warmup_schedule="cyclical",
                     binarize="dynamic")
@@ -253,6 +278,8 @@ def test_cli_builds_the_in_graph_options():
     assert gaussian.binarize is None  # its pipeline binarizes instead (support: real line)
     two = config.validate({"binarize": "dynamic", "latent_dims": [4, 2]})
     assert build.build_model(two, (8, 8, 1)).binarize == "dynamic"  # --latent-dims too
+    warm = config.validate({"warmup_steps": 50, "latent_dims": [4, 2]})
+    assert build.build_model(warm, (8, 8, 1)).warmup_steps == 50  # in its step, no callback
     assert build.build_model({**two, "likelihood": "gaussian"}, (8, 8, 1)).binarize is None
 
 

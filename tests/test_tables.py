@@ -208,6 +208,16 @@ def _table_vae(t, x):
     return build_model(c, (len(t.columns),), table=t, x_train=x)
 
 
+def test_table_vae_warms_up_in_its_step(tmp_path):
+    from keras_vae import config as config_schema
+    from keras_vae.build import build_model
+    t = kv.data.read_table(_write(tmp_path, GOOD))
+    c = config_schema.validate({"data": "t.csv", "latent_dim": 2, "hidden": [16],
+                                "warmup_steps": 5, "warmup_schedule": "cyclical"})
+    model = build_model(c, (len(t.columns),), table=t, x_train=t.x)
+    assert (model.warmup_steps, model.warmup_schedule) == (5, "cyclical")  # no KLWarmup
+
+
 def test_table_vae_trains_saves_and_speaks_user_units(tmp_path):
     t = kv.data.read_table(_write(tmp_path, GOOD))
     x = t.x[np.isfinite(t.x).all(1)]
