@@ -1,4 +1,4 @@
-"""Issue 16's quality table: nine models (and one ablation), one budget, resumable.
+"""Issue 16's quality table: nine models (and two diagnostic arms), one budget, resumable.
 
 `python -m benchmarks.quality_table [--dir DIR] [--epochs 100] [--seeds 0,1]
 [--arms ...] [--hours H] [--report] [--write benchmarks/RESULTS.md]`
@@ -19,6 +19,9 @@ vamp      the same with prior=kv.priors.VampPrior(num_components=500), ELBO
 iaf       the same with MLPEncoder(..., posterior="iaf") (2 IAF steps), ELBO
 hvae      kv.HierarchicalVAE((28, 28, 1), latent_dims=(100, 50)), the IWAE paper's
           x-100-100-z1(100)-50-50-z2(50), ELBO
+hvae-wu   the same with warmup_steps=4680 (the KL weight rises 0 -> 1 over the first 10
+          passes, in the step; Sonderby et al. 2016): does the top layer's collapse
+          explain the 2-layer ELBO model's deficit at this budget?
 hiwae5    the same, IWAE K=5                hiwae50  K=50
 plain     benchmarks.reference.PlainMLPVAE(784, **RECIPE): the hand-written TF recipe
           (sigma = exp(raw), own Adam, in-step binarization), ELBO
@@ -55,15 +58,17 @@ import numpy as np  # noqa: E402
 
 __all__ = ["ARMS", "run_job", "collect", "render", "main"]
 
-ARMS = ("vae", "plain", "vae-exp", "iaf", "vamp", "hvae", "iwae5", "hiwae5", "iwae50",
-        "hiwae50")
+ARMS = ("vae", "plain", "vae-exp", "iaf", "vamp", "hvae", "hvae-wu", "iwae5", "hiwae5",
+        "iwae50", "hiwae50")
 LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
           "iwae50": "1 layer, IWAE k=50", "vamp": "1 layer, VampPrior (500), ELBO",
           "iaf": "1 layer, IAF posterior (2 steps), ELBO", "hvae": "2 layers, VAE (ELBO)",
+          "hvae-wu": "2 layers, VAE (ELBO), KL warm-up over 10 passes",
           "hiwae5": "2 layers, IWAE k=5", "hiwae50": "2 layers, IWAE k=50",
           "plain": "plain TF reference, ELBO",
           "vae-exp": "1 layer, VAE (ELBO), the recipe's sigma = exp(raw), no floor"}
 BATCH, EVAL_K, EVAL_CHUNK = 128, 5000, 1000
+WARMUP_PASSES = 10  # the hvae-wu arm; 60,000 // 128 = 468 steps per pass
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "keras-vae", "quality-table")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quality_runs")
 
@@ -87,8 +92,9 @@ def build_model(arm, seed):
     common = {"objective": objective, "num_samples": k, "seed": seed,
               "binarize": "dynamic"}  # drawn in the compiled step
     if arm.startswith("h"):
+        warmup = WARMUP_PASSES * (60000 // BATCH) if arm == "hvae-wu" else 0
         model = kv.HierarchicalVAE((28, 28, 1), latent_dims=(100, 50), activation="tanh",
-                                   **common)
+                                   warmup_steps=warmup, **common)
     else:
         enc_kwargs = {"iaf": {"posterior": "iaf"},
                       "vae-exp": {"scale": "exp", "min_scale": 0.0}}.get(arm, {})
@@ -347,6 +353,8 @@ def render(done, epochs, pending=()):
                    ("vamp", "vae", "VampPrior minus the standard prior (goal: > 0)"),
                    ("iaf", "vae", "IAF posterior minus the diagonal one"),
                    ("hvae", "vae", "2 layers minus 1, ELBO (goal: > 0)"),
+                   ("hvae-wu", "hvae", "KL warm-up minus none, 2 layers, ELBO"),
+                   ("hvae-wu", "vae", "2 layers with KL warm-up minus 1 layer, ELBO"),
                    ("hiwae5", "iwae5", "2 layers minus 1, IWAE k=5 (goal: > 0)"),
                    ("hiwae50", "iwae50", "2 layers minus 1, IWAE k=50 (goal: > 0)"),
                    ("hiwae5", "hvae", "IWAE k=5 minus the ELBO, 2 layers (goal: > 0)")]
