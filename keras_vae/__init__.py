@@ -18,7 +18,8 @@ _STARTUP_NOISE = _re.compile(
     r"All log messages before absl::InitializeLog|cudart_stub\.cc.*Could not find cuda"
     r"|This TensorFlow binary is optimized|To enable the following instructions"
     r"|rebuild TensorFlow with the appropriate compiler flags"
-    r"|cuda_platform\.cc.*failed call to cuInit")
+    r"|cuda_platform\.cc.*failed call to cuInit"
+    r"|port\.cc.*oneDNN custom operations are on")  # CPUs where oneDNN is on by default
 
 
 @_contextlib.contextmanager

@@ -272,7 +272,7 @@ class HierarchicalVAE(BaseAutoencoder):
         log_p = [_gaussian_of(layer, zs[i + 1], training).log_prob(zs[i])
                  for i, layer in enumerate(self.generative_layers)]
         log_p.append(self.prior.distribution().log_prob(zs[-1]))
-        log_px_z = self.decoder(zs[0], training=training).log_prob(x)
+        log_px_z = objectives.masked_log_prob(self.decoder(zs[0], training=training), x)
         return zs, qs, log_q, log_p, log_px_z
 
     def _noise(self, x, seed, num_samples):

@@ -34,6 +34,7 @@ from keras_vae.distributions import reparameterized_sample
 tfd = tfp.distributions
 
 __all__ = [
+    "flat_entries",
     "kl_divergence",
     "kl_per_dimension",
     "log_importance_weights",
@@ -142,17 +143,23 @@ def entry_log_prob(likelihood, x):
     return likelihood.distribution.log_prob(x)
 
 
-def check_factorises(likelihood):
-    """Raises ValueError unless `likelihood` factorises over the entries of its event."""
-    if hasattr(likelihood, "per_entry_log_prob"):
-        return
+def _factorises(likelihood):
+    """True for a `tfd.Independent` over a distribution with scalar events."""
     base = getattr(likelihood, "distribution", None)
     # tfd.Independent over a distribution that is not a CompositeTensor (e.g. the
     # tables' TableColumns) is TFP's `_Independent`, not an instance of tfd.Independent:
     # recognise it by its attribute.
     independent = isinstance(likelihood, tfd.Independent) or hasattr(
         likelihood, "reinterpreted_batch_ndims")
-    if not (independent and base is not None and base.event_shape.rank == 0):
+    return independent and base is not None and base.event_shape.rank == 0
+
+
+def check_factorises(likelihood):
+    """Raises ValueError unless `likelihood` factorises over the entries of its event."""
+    if hasattr(likelihood, "per_entry_log_prob"):
+        return
+    base = getattr(likelihood, "distribution", None)
+    if not _factorises(likelihood):
         raise ValueError(
             "Training or scoring with missing entries needs a likelihood that factorises "
             "over the data entries (a tfd.Independent over scalar distributions, or one "
@@ -166,11 +173,25 @@ def masked_log_prob(likelihood, x, mask=None):
     """`log p(x_o|z) = sum_i m_i log p(x_i|z)`, shape `batch_shape`; `likelihood.log_prob(x)`
     when `mask` is None.
 
+    A likelihood that factorises over entries with an event of rank 2 or more
+    (images: `[28, 28, 1]`) is scored on flat `[..., 784]` views of its parameters
+    and of `x` (`flat_entries`): the same number, but under XLA on CPU the
+    elementwise log-probability and its gradient over `[L, B, 28, 28, 1]` took
+    about 1.5x as long as over `[L, B, 784]` (innermost axis of size 1; issue 17).
+
     Args:
       likelihood: `p(x|z)`, batch shape `[...]`, event shape = data shape.
       x: `[B] + event_shape`, finite (missing entries filled with any value).
       mask: None, or booleans / 0-1 floats like `x`, 1 where observed.
     """
+    flat = flat_entries(likelihood)
+    if flat is not None:
+        base, rank = flat
+        entries = base.log_prob(_flatten_event(tf.cast(x, base.dtype), rank))
+        if mask is not None:
+            mask = _flatten_event(tf.cast(mask, tf.bool), rank)
+            entries = tf.where(mask, entries, tf.zeros_like(entries))
+        return tf.reduce_sum(entries, axis=-1)
     if mask is None:
         return likelihood.log_prob(x)
     entries = entry_log_prob(likelihood, x)
@@ -178,6 +199,44 @@ def masked_log_prob(likelihood, x, mask=None):
     event_rank = len(likelihood.event_shape)
     return tf.reduce_sum(tf.where(mask, entries, tf.zeros_like(entries)),
                          axis=list(range(-event_rank, 0)))
+
+
+def _flatten_event(t, rank):
+    shape = tf.shape(t)
+    return tf.reshape(t, tf.concat([shape[:tf.rank(t) - rank], [-1]], 0))
+
+
+def flat_entries(likelihood):
+    """`(base, event_rank)`: the per-entry distribution of `likelihood` over flat events.
+
+    For a `tfd.Independent` over scalar-event entries with a static event shape
+    of rank >= 2 whose tensor parameters are scalars or end in the event shape:
+    `base` is the same entries with each such parameter reshaped from
+    `[...] + event_shape` to `[..., prod(event_shape)]`, so `base.log_prob` of
+    `x` reshaped the same way gives the per-entry values in a flat layout.
+    None for anything else (the caller then uses `likelihood` itself).
+    """
+    if hasattr(likelihood, "per_entry_log_prob") or not _factorises(likelihood):
+        return None
+    event = likelihood.event_shape
+    if event.rank is None or event.rank < 2 or not event.is_fully_defined():
+        return None
+    base, rank = likelihood.distribution, event.rank
+    params = {}
+    for name, value in base.parameters.items():
+        if value is None or isinstance(value, (bool, str, int, float, tf.dtypes.DType)):
+            continue  # settings, and Python numbers (they broadcast)
+        if not (tf.is_tensor(value) or isinstance(value, tf.Variable)):
+            return None  # e.g. a NumPy array or a nested distribution: left as it is
+        shape = value.shape
+        if shape.rank == 0:
+            continue
+        if shape.rank is None or shape.rank < rank or shape[-rank:] != event:
+            return None
+        params[name] = _flatten_event(value, rank)
+    if not params:
+        return None
+    return base.copy(**params), rank
 
 
 def log_importance_weights(x, posterior, likelihood_fn, prior, z, beta=1.0, mask=None,
@@ -327,7 +386,7 @@ def reconstruction_objective(x, posterior, likelihood_fn):
       dict with per-example `reconstruction` `[B]` and the scalar `loss`, its
       batch mean.
     """
-    reconstruction = -likelihood_fn(posterior.mean()).log_prob(x)
+    reconstruction = -masked_log_prob(likelihood_fn(posterior.mean()), x)
     return {"loss": tf.reduce_mean(reconstruction), "reconstruction": reconstruction}
 
 

@@ -512,8 +512,11 @@ class DataGuard(keras.metrics.Metric):
         x = tf.cast(x, tf.float32)
         # One fused pass decides whether the batch is clean; the two flags are worked out
         # only for a bad one. (Under XLA on CPU each full reduction is a loop of its own:
-        # the three of `_flags` took ~5 ms of a 20 ms MLP step at batch 512, this ~1 ms.)
-        flags = tf.cond(tf.reduce_all(self._ok(x)), lambda: tf.zeros([2], tf.float32),
+        # the three of `_flags` took ~5 ms of a 20 ms MLP step at batch 512.) The pass
+        # reduces rows of a [B, -1] view, then the rows: XLA's CPU reduction of a whole
+        # [512, 28, 28, 1] batch to a scalar took 1.4-1.8 ms, this 0.4-0.5 ms.
+        rows = tf.reduce_all(self._ok(tf.reshape(x, [tf.shape(x)[0], -1])), axis=1)
+        flags = tf.cond(tf.reduce_all(rows), lambda: tf.zeros([2], tf.float32),
                         lambda: self._flags(x))
         self.counts.assign_add(tf.one_hot(row, 3)[:, None] * flags[None, :])
 
