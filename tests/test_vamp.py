@@ -45,14 +45,50 @@ def test_density_is_the_mixture_of_the_encoder_posteriors_at_the_pseudo_inputs(d
 
 
 def test_log_density_is_chunked_for_many_samples_and_500_components(monkeypatch):
-    vae = _vae(num_components=500)
+    """Full-covariance components take the general, chunked path."""
+    from scipy.stats import multivariate_normal
+    vae = _vae(num_components=500, posterior="full")
     monkeypatch.setattr(priors, "_ELEMENT_BUDGET", 4 * 500 * D)  # chunks of 4 rows
     z = np.random.default_rng(1).normal(size=(3, 5, D)).astype("float32")  # 4 chunks, padded
     dist = vae.prior.distribution()
     fn = tf.function(dist.log_prob, input_signature=[tf.TensorSpec([None, None, D])])
     got = fn(z).numpy()
-    np.testing.assert_allclose(got, _hand_log_density(vae, z.astype("float64")), atol=1e-5)
+    q = vae.encoder(vae.prior.pseudo_inputs())
+    mu = q.loc.numpy().astype("float64")
+    tril = q.scale.to_dense().numpy().astype("float64")
+    comp = np.stack([multivariate_normal(m, t @ t.T).logpdf(z.astype("float64"))
+                     for m, t in zip(mu, tril)], -1)                          # [3, 5, K]
+    np.testing.assert_allclose(got, logsumexp(comp, -1) - np.log(500), atol=1e-4)
     np.testing.assert_allclose(dist.log_prob(z[:1, :4]), got[:1, :4], atol=1e-6)  # one chunk
+
+
+def test_diagonal_components_take_two_matmuls_with_the_exact_density(digits):
+    """500 diagonal components with small scales (the expanded quadratic form cancels
+    terms of size (z / s)^2; float64 keeps it exact), batch [C, B], under XLA too."""
+    vae = _vae(num_components=500)
+    vae.prior.initialize_from(digits[0][:500], seed=1)
+    dist = vae.prior.distribution()
+    q = dist.components_distribution.distribution
+    rng = np.random.default_rng(2)
+    loc, scale = q.loc.numpy(), q.scale.numpy()
+    pick = rng.integers(0, 500, size=(6, 7))
+    z = (loc[pick] + 0.5 * scale[pick] * rng.normal(size=(6, 7, D))).astype("float32")
+    want = _hand_log_density(vae, z.astype("float64"))
+    for fn in (dist.log_prob, tf.function(dist.log_prob, jit_compile=True)):
+        np.testing.assert_allclose(fn(z).numpy(), want, atol=1e-5)
+    # far from the origin, scale 1e-3: (z / s)^2 ~ 2.5e7 cancels to about 1
+    mu, s_ = np.array([[5.0, -4.0, 3.0], [0.0, 0.0, 0.0]]), np.array([[1e-3] * 3, [1.0] * 3])
+    zz = (mu[0] + s_[0] * np.array([0.3, -1.2, 0.8]))[None]
+    got = priors._diagonal_mixture_log_prob(
+        tf.constant(zz, tf.float32), tfp_normal(mu, s_), tf.math.log([0.5, 0.5])).numpy()
+    want = logsumexp(norm.logpdf(zz.astype("float32").astype("float64")[:, None, :],
+                                 mu, s_).sum(-1) + np.log(0.5), -1)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def tfp_normal(loc, scale):
+    import tensorflow_probability as tfp
+    return tfp.distributions.Normal(tf.constant(loc, tf.float32), tf.constant(scale, tf.float32))
 
 
 def test_kl_is_monte_carlo_also_with_analytic_kl(digits):
