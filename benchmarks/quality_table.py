@@ -43,6 +43,16 @@ the paired differences). The state folder lives on one machine; the published
 results are what the table is made from and what a later session (on another
 machine) finds done. `--report` prints (and with `--write` stores) the table of
 the published runs, after publishing any finished run of the state folder.
+
+A run longer than a session (a k=50 arm is 2.5 hours of one core on some
+machines) is carried to the next machine with `--park`: stop the runners, then
+`python -m benchmarks.quality_table --park` copies the state of every unfinished
+run to `--results`/eEPOCHS/parked/ARM-sSEED/ (about 5 MB for a model in
+training: weights and Adam's moments), to be committed; a runner whose state
+folder has no such run continues from the parked copy, and publishing the
+finished run deletes it. The passes after a park run on another CPU, so the
+result is the same random streams but not the same floating-point sums as an
+uninterrupted run; the result's "parks" says where each part was trained.
 """
 
 import argparse
@@ -50,13 +60,14 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-__all__ = ["ARMS", "run_job", "collect", "render", "main"]
+__all__ = ["ARMS", "run_job", "park", "collect", "render", "main"]
 
 ARMS = ("vae", "plain", "vae-exp", "iaf", "vamp", "hvae", "hvae-wu", "iwae5", "hiwae5",
         "iwae50", "hiwae50")
@@ -219,7 +230,72 @@ def publish(job_dir, results_root, arm, seed):
     np.save(buffer, np.load(os.path.join(job_dir, "log_px.npy")).astype(np.float32))
     atomic_write(base + ".log_px.npy", buffer.getvalue())
     _write_json(base + ".json", result)
+    shutil.rmtree(_parked(results_root, arm, seed), ignore_errors=True)
     return True
+
+
+def _parked(results_root, arm, seed):
+    return os.path.join(results_root, "parked", f"{arm}-s{seed}")
+
+
+def _progress(job_dir):
+    """(passes trained, test chunks evaluated) of an unfinished state folder."""
+    rows = _read_json(os.path.join(job_dir, "epochs.json"), [])
+    chunks = [n for n in os.listdir(job_dir) if n.startswith("log_px-") and n.endswith(".npy")
+              and ".tmp" not in n] if os.path.isdir(job_dir) else []
+    return len(rows), len(chunks)
+
+
+def park(job_dir, results_root, arm, seed, where=None):
+    """Copies the state of an unfinished run to `results_root`/parked/ARM-sSEED.
+
+    A runner on another machine whose state folder has no such run starts from
+    the parked copy instead of from nothing (`run_job` copies it in). Only state
+    at an epoch boundary is parked: Keras's backup (without its `.bkp` twin), or
+    the plain arm's checkpoint, the epoch log, a trained model and the evaluated
+    chunks, and `parks.json`: where each park happened (`where`, default this
+    machine's CPU, the date and commit), which the result keeps as "parks" (its
+    train_seconds then add up passes timed on different machines). Returns the
+    (passes, chunks) parked, or None if there was nothing to park. Stop the
+    runner first: a copy taken while it writes may be torn.
+    """
+    if _read_json(os.path.join(job_dir, "result.json")) is not None or not os.path.isdir(job_dir):
+        return None
+    passes, chunks = _progress(job_dir)
+    meta = _read_json(os.path.join(job_dir, "backup", "training_metadata.json"))
+    if meta is not None and int(meta["epoch"]) != passes:  # Keras stores the epochs done
+        raise RuntimeError(f"{job_dir}: the backup is after epoch {int(meta['epoch'])} but "
+                           f"{passes} epochs are logged; let the runner log another pass, "
+                           "then park")
+    if passes == 0:
+        return None
+    if where is None:
+        from benchmarks import timing
+
+        env = timing.environment()
+        where = {"date": env["date"], "commit": env["commit"], "cpu": env["cpu"]}
+    history = [h for h in _read_json(os.path.join(job_dir, "parks.json"), [])
+               if h["passes"] < passes or h["chunks"] < chunks]
+    _write_json(os.path.join(job_dir, "parks.json"),
+                history + [dict(where, passes=passes, chunks=chunks)])
+    target = _parked(results_root, arm, seed)
+    staging = target + ".tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(job_dir, staging, ignore=shutil.ignore_patterns("*.bkp", "*.tmp*"))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return passes, chunks
+
+
+def _unpark(job_dir, results_root, arm, seed, log):
+    parked = _parked(results_root, arm, seed)
+    if not os.path.isdir(parked) or _progress(job_dir)[0] > 0:
+        return
+    shutil.rmtree(job_dir, ignore_errors=True)
+    shutil.copytree(parked, job_dir)
+    passes, chunks = _progress(job_dir)
+    log(f"  {arm} seed {seed}: continuing the parked run ({passes} passes trained, "
+        f"{chunks} test chunks evaluated) from {parked}")
 
 
 def run_job(arm, seed, epochs, x_train, x_eval, job_dir, log=print, deadline=None,
@@ -243,6 +319,8 @@ def run_job(arm, seed, epochs, x_train, x_eval, job_dir, log=print, deadline=Non
         if results_root is not None:
             publish(job_dir, results_root, arm, seed)
         return done
+    if results_root is not None:
+        _unpark(job_dir, results_root, arm, seed, log)
     os.makedirs(job_dir, exist_ok=True)
     model_path = os.path.join(job_dir, "model.keras")
     epoch_rows = _read_json(os.path.join(job_dir, "epochs.json"), [])
@@ -287,6 +365,9 @@ def run_job(arm, seed, epochs, x_train, x_eval, job_dir, log=print, deadline=Non
               "test_log_px_sem": float(log_px.std() / math.sqrt(len(log_px))),
               "test_elbo": float(np.mean(terms["elbo"])), "active_units": list(units),
               "eval_n": int(len(log_px)), "eval_k": EVAL_K, "eval_seconds": float(eval_seconds)}
+    parks = _read_json(os.path.join(job_dir, "parks.json"), [])
+    if parks:
+        result["parks"] = parks
     _write_json(os.path.join(job_dir, "result.json"), result)
     if results_root is not None:
         publish(job_dir, results_root, arm, seed)
@@ -319,7 +400,7 @@ def collect(results_root, arms=ARMS, seeds=(0, 1), epochs=None):
     return out
 
 
-def render(done, epochs, pending=()):
+def render(done, epochs, pending=(), parked=None):
     """Markdown: one row per arm (mean over seeds) and the paired differences the goals name."""
     by_arm = {}
     for result, log_px in done:
@@ -389,7 +470,15 @@ def render(done, epochs, pending=()):
             lines[-1] += (" For " + ", ".join(approx) + " only the means over seeds of the test "
                           "ELBO, train loss and eval minutes were kept.")
     if pending:
-        lines += ["", "Not finished yet: " + ", ".join(f"{a} seed {s}" for a, s in pending) + "."]
+        def state(job):
+            passes, chunks = (parked or {}).get(job, (0, 0))
+            if not passes:
+                return ""
+            return (f" (parked after {passes} passes" + (f" and {chunks} of 10 test chunks"
+                                                         if chunks else "") + ")")
+
+        lines += ["", "Not finished yet: " + ", ".join(f"{a} seed {s}{state((a, s))}"
+                                                      for a, s in pending) + "."]
     return "\n".join(lines)
 
 
@@ -406,6 +495,9 @@ def main(argv=None):
                         help="start no new (model, seed) or evaluation chunk after this long "
                              "(a training in progress runs to its end)")
     parser.add_argument("--report", action="store_true", help="only print the table of done runs")
+    parser.add_argument("--park", action="store_true",
+                        help="copy the state of unfinished runs to RESULTS/eEPOCHS/parked/ (stop "
+                             "the runners first), so a runner on another machine continues them")
     parser.add_argument("--write", metavar="PATH", help="also store the table in PATH")
     args = parser.parse_args(argv)
     arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
@@ -426,6 +518,13 @@ def main(argv=None):
     def log(message):
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
+    if args.park:
+        for arm, seed in jobs(arms, seeds):
+            parked = park(os.path.join(root, f"{arm}-s{seed}"), results_root, arm, seed)
+            if parked:
+                log(f"  parked {arm} seed {seed}: {parked[0]} passes trained, "
+                    f"{parked[1]} test chunks evaluated -> {_parked(results_root, arm, seed)}")
+        return 0
     if not args.report:
         import keras_vae as kv
 
@@ -444,7 +543,8 @@ def main(argv=None):
     done = collect(results_root, arms, seeds, args.epochs)
     finished = {(r["arm"], r["seed"]) for r, _ in done}
     pending = [j for j in jobs(arms, seeds) if j not in finished]
-    body = render(done, args.epochs, pending)
+    parked = {job: _progress(_parked(results_root, *job)) for job in pending}
+    body = render(done, args.epochs, pending, parked)
     print(body)
     if args.write:
         from benchmarks import report, timing

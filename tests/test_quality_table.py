@@ -6,6 +6,7 @@ results and check the table made from them.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -66,3 +67,63 @@ def test_runs_without_per_image_values_say_so(tmp_path):
     assert "| 2 | +0.40 | +0.30 +0.50 | 0.10 | - |" in row, row
     assert "Per-image values not kept for vae seed 0, vae seed 1, vamp seed 0" in table
     assert "For vae only the means over seeds" in table
+
+
+def _unfinished_job(folder, passes, backup_epoch=None):
+    (folder / "backup").mkdir(parents=True, exist_ok=True)
+    rows = [{"epoch": e, "loss": 100.0 - e, "seconds": 1.0} for e in range(passes)]
+    (folder / "epochs.json").write_text(json.dumps(rows))
+    (folder / "backup" / "latest.weights.h5").write_bytes(b"weights after %d" % passes)
+    (folder / "backup" / "latest.weights.h5.bkp").write_bytes(b"the twin")
+    (folder / "backup" / "training_metadata.json").write_text(
+        json.dumps({"epoch": passes if backup_epoch is None else backup_epoch, "batch": 0}))
+
+
+def test_a_parked_run_continues_on_another_machine(tmp_path, monkeypatch):
+    import pytest
+
+    here, there, results = tmp_path / "here", tmp_path / "there", tmp_path / "results"
+    _unfinished_job(here / "iwae50-s0", 23)
+    where = {"date": "2026-12-02 22:00", "commit": "abc", "cpu": "AMD EPYC, 2 cores"}
+    assert qt.park(str(here / "iwae50-s0"), str(results), "iwae50", 0, where=where) == (23, 0)
+    parked = results / "parked" / "iwae50-s0"
+    assert (parked / "backup" / "latest.weights.h5").read_bytes() == b"weights after 23"
+    assert not (parked / "backup" / "latest.weights.h5.bkp").exists()  # the twin stays home
+    assert json.loads((parked / "parks.json").read_text()) == [dict(where, passes=23, chunks=0)]
+    assert qt.park(str(here / "vamp-s0"), str(results), "vamp", 0, where=where) is None
+    table = qt.render([], 100, [("iwae50", 0), ("iwae50", 1)],
+                      {("iwae50", 0): qt._progress(str(parked)), ("iwae50", 1): (0, 0)})
+    assert "Not finished yet: iwae50 seed 0 (parked after 23 passes), iwae50 seed 1." in table
+
+    # the epoch log and Keras's backup disagree (killed between the two writes): refuse
+    _unfinished_job(here / "hiwae50-s0", 5, backup_epoch=6)
+    with pytest.raises(RuntimeError, match="backup is after epoch 6 but 5 epochs"):
+        qt.park(str(here / "hiwae50-s0"), str(results), "hiwae50", 0, where=where)
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def train(arm, seed, epochs, x_train, job_dir, log):
+        seen["weights"] = (Path(job_dir) / "backup" / "latest.weights.h5").read_bytes()
+        seen["passes"] = len(json.loads((Path(job_dir) / "epochs.json").read_text()))
+        raise Stop
+
+    monkeypatch.setattr(qt, "_train_kv", train)
+    with pytest.raises(Stop):
+        qt.run_job("iwae50", 0, 100, None, None, str(there / "iwae50-s0"), log=lambda m: None,
+                   results_root=str(results))
+    assert seen == {"weights": b"weights after 23", "passes": 23}
+
+    # a state folder that has trained further keeps its own state
+    _unfinished_job(there / "iwae50-s0", 30)
+    with pytest.raises(Stop):
+        qt.run_job("iwae50", 0, 100, None, None, str(there / "iwae50-s0"), log=lambda m: None,
+                   results_root=str(results))
+    assert seen["passes"] == 30
+
+    # once the run is finished and published, the parked copy goes
+    _finished_job(there / "done-iwae50-s0", "iwae50", 0, [-90.0, -91.0])
+    assert qt.publish(str(there / "done-iwae50-s0"), str(results), "iwae50", 0)
+    assert not parked.exists()
