@@ -155,6 +155,36 @@ class _EpochLog:
                           "seconds": time.perf_counter() - self._start})
         _write_json(self.path, self.rows)
 
+    def align(self, epochs_done):
+        """Makes the log agree with a backup taken after `epochs_done` epochs.
+
+        Rows of later epochs go (they are trained again). An epoch the log lacks
+        (a runner before this one wrote the backup first and could be killed
+        before its log row) gets a row without a loss or time, so the pass is
+        counted, not lost.
+        """
+        kept = {r["epoch"]: r for r in self.rows if r["epoch"] < epochs_done}
+        self.rows = [kept.get(e, {"epoch": e, "loss": None, "seconds": None})
+                     for e in range(epochs_done)]
+        _write_json(self.path, self.rows)
+
+
+def _backup_epochs(job_dir):
+    """Epochs done according to Keras's `BackupAndRestore` state in `job_dir`, or None."""
+    meta = _read_json(os.path.join(job_dir, "backup", "training_metadata.json"))
+    return None if meta is None else int(meta["epoch"])
+
+
+def _train_summary(rows):
+    """The result's epochs, train seconds and loss from the epoch log (untimed rows noted)."""
+    timed = [r for r in rows if r["seconds"] is not None]
+    summary = {"epochs": len(rows), "train_seconds": float(sum(r["seconds"] for r in timed)),
+               "train_loss": float(next(r["loss"] for r in reversed(rows)
+                                        if r["loss"] is not None))}
+    if len(timed) < len(rows):
+        summary["untimed_passes"] = len(rows) - len(timed)
+    return summary
+
 
 def _train_kv(arm, seed, epochs, x_train, job_dir, log):
     import keras
@@ -168,6 +198,8 @@ def _train_kv(arm, seed, epochs, x_train, job_dir, log):
                               binarize=None if getattr(model, "binarize", None) else "dynamic",
                               epoch=epoch_var)  # grey if the step binarizes
     epoch_log = _EpochLog(os.path.join(job_dir, "epochs.json"))
+    if _backup_epochs(job_dir) is not None:
+        epoch_log.align(_backup_epochs(job_dir))
 
     class Log(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -179,10 +211,12 @@ def _train_kv(arm, seed, epochs, x_train, job_dir, log):
                 log(f"    {arm} seed {seed}: epoch {epoch + 1}/{epochs}, loss {logs['loss']:.2f}, "
                     f"{epoch_log.rows[-1]['seconds']:.1f} s")
 
+    # the log is written before the backup: killed between the two, the log is one
+    # epoch ahead, and that epoch is trained (and logged) again
     model.fit(ds, epochs=epochs, verbose=0, shuffle=False,
-              callbacks=[keras.callbacks.BackupAndRestore(os.path.join(job_dir, "backup"),
-                                                          double_checkpoint=True),
-                         kv.EpochCounter(epoch_var), Log()])
+              callbacks=[Log(), kv.EpochCounter(epoch_var),
+                         keras.callbacks.BackupAndRestore(os.path.join(job_dir, "backup"),
+                                                          double_checkpoint=True)])
     return model, epoch_log.rows
 
 
@@ -196,14 +230,15 @@ def _train_plain(seed, epochs, x_train, job_dir, log):
     ckpt = model.checkpoint()
     manager = tf.train.CheckpointManager(ckpt, os.path.join(job_dir, "plain-ckpt"), max_to_keep=2)
     epoch_log = _EpochLog(os.path.join(job_dir, "epochs.json"))
-    start_epoch = 0
+    start_epoch, per_epoch = 0, len(x_train) // BATCH
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        start_epoch = len(epoch_log.rows)
         steps = int(model.step_count.numpy())
-        if steps != start_epoch * (len(x_train) // BATCH):
-            raise RuntimeError(f"{job_dir}: checkpoint at step {steps} but {start_epoch} "
-                               "epochs logged")
+        if steps % per_epoch:
+            raise RuntimeError(f"{job_dir}: checkpoint at step {steps}, not at the end of an "
+                               f"epoch of {per_epoch} steps")
+        start_epoch = steps // per_epoch
+        epoch_log.align(start_epoch)  # the checkpoint is the truth (see _EpochLog.align)
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     ds = kv.data.make_dataset(x_train, batch_size=BATCH, seed=seed, drop_remainder=True,
                               epoch=epoch_var)
@@ -211,8 +246,8 @@ def _train_plain(seed, epochs, x_train, job_dir, log):
         epoch_var.assign(epoch)
         epoch_log.begin()
         losses = [model.train_step(xb) for xb in ds]
+        epoch_log.end(epoch, np.mean([float(v) for v in losses]))  # the log first, as for _train_kv
         manager.save()
-        epoch_log.end(epoch, np.mean([float(v) for v in losses]))
         if epoch % 10 == 9 or epoch == epochs - 1:
             log(f"    plain seed {seed}: epoch {epoch + 1}/{epochs}, "
                 f"loss {epoch_log.rows[-1]['loss']:.2f}, {epoch_log.rows[-1]['seconds']:.1f} s")
@@ -268,11 +303,13 @@ def park(job_dir, results_root, arm, seed, where=None):
     if _read_json(os.path.join(job_dir, "result.json")) is not None or not os.path.isdir(job_dir):
         return None
     passes, chunks = _progress(job_dir)
-    meta = _read_json(os.path.join(job_dir, "backup", "training_metadata.json"))
-    if meta is not None and int(meta["epoch"]) != passes:  # Keras stores the epochs done
-        raise RuntimeError(f"{job_dir}: the backup is after epoch {int(meta['epoch'])} but "
+    backup = _backup_epochs(job_dir)
+    if backup is not None and backup > passes:  # a runner that wrote the backup first
+        raise RuntimeError(f"{job_dir}: the backup is after epoch {backup} but "
                            f"{passes} epochs are logged; let the runner log another pass, "
                            "then park")
+    if backup is not None:
+        passes = backup  # a log ahead of the backup: that epoch is trained again
     if passes == 0:
         return None
     if where is None:
@@ -288,6 +325,8 @@ def park(job_dir, results_root, arm, seed, where=None):
     staging = target + ".tmp"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(job_dir, staging, ignore=shutil.ignore_patterns("*.bkp", "*.tmp*"))
+    if backup is not None:
+        _EpochLog(os.path.join(staging, "epochs.json")).align(backup)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     return passes, chunks
@@ -364,9 +403,7 @@ def run_job(arm, seed, epochs, x_train, x_eval, job_dir, log=print, deadline=Non
     eval_seconds = sum(_read_json(os.path.join(job_dir, f"log_px-{j:02d}.json"),
                                   {"seconds": math.nan})["seconds"]
                        for j in range(len(chunks)))
-    result = {"arm": arm, "seed": seed, "epochs": len(epoch_rows),
-              "train_seconds": float(sum(r["seconds"] for r in epoch_rows)),
-              "train_loss": float(epoch_rows[-1]["loss"]),
+    result = {"arm": arm, "seed": seed, **_train_summary(epoch_rows),
               "test_log_px": float(log_px.mean()),
               "test_log_px_sem": float(log_px.std() / math.sqrt(len(log_px))),
               "test_elbo": float(np.mean(terms["elbo"])), "active_units": list(units),

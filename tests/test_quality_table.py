@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks import quality_table as qt
 
@@ -80,8 +81,6 @@ def _unfinished_job(folder, passes, backup_epoch=None):
 
 
 def test_a_parked_run_continues_on_another_machine(tmp_path, monkeypatch):
-    import pytest
-
     here, there, results = tmp_path / "here", tmp_path / "there", tmp_path / "results"
     _unfinished_job(here / "iwae50-s0", 23)
     where = {"date": "2026-12-02 22:00", "commit": "abc", "cpu": "AMD EPYC, 2 cores"}
@@ -127,3 +126,60 @@ def test_a_parked_run_continues_on_another_machine(tmp_path, monkeypatch):
     _finished_job(there / "done-iwae50-s0", "iwae50", 0, [-90.0, -91.0])
     assert qt.publish(str(there / "done-iwae50-s0"), str(results), "iwae50", 0)
     assert not parked.exists()
+
+
+@pytest.mark.parametrize("arm", ["vae", "plain"])
+def test_a_runner_killed_at_an_epoch_end_logs_every_epoch_once(tmp_path, monkeypatch, arm):
+    """Killed just before or just after writing the epoch log (around Keras's backup or the
+    plain arm's checkpoint), the resumed run's log has each epoch exactly once, and a park
+    of the killed state agrees with its backup."""
+    x = np.random.default_rng(0).uniform(size=(256, 28, 28, 1)).astype("float32")
+    train = qt._train_plain if arm == "plain" else (lambda *a, **k: qt._train_kv(arm, *a, **k))
+    real_end = qt._EpochLog.end
+
+    class Killed(Exception):
+        pass
+
+    for when in ("before", "after"):
+        job = tmp_path / when
+        job.mkdir()
+
+        def dying_end(self, epoch, loss, when=when):
+            if epoch == 1 and when == "before":
+                raise Killed
+            real_end(self, epoch, loss)
+            if epoch == 1:
+                raise Killed
+
+        monkeypatch.setattr(qt._EpochLog, "end", dying_end)
+        with pytest.raises(Killed):
+            train(0, 3, x, str(job), log=lambda m: None)
+        logged = [r["epoch"] for r in json.loads((job / "epochs.json").read_text())]
+        assert logged == ([0] if when == "before" else [0, 1])
+        if arm != "plain" and when == "after":  # the log is ahead: that epoch is trained again
+            meta = json.loads((job / "backup" / "training_metadata.json").read_text())
+            assert meta["epoch"] == 1
+            assert qt.park(str(job), str(tmp_path / "results"), "vae", 0, where={}) == (1, 0)
+            parked = json.loads((tmp_path / "results" / "parked" / "vae-s0" / "epochs.json")
+                                .read_text())
+            assert [r["epoch"] for r in parked] == [0]
+        monkeypatch.setattr(qt._EpochLog, "end", real_end)
+        _, rows = train(0, 3, x, str(job), log=lambda m: None)
+        assert [r["epoch"] for r in rows] == [0, 1, 2], when
+        assert all(r["seconds"] > 0 for r in rows)
+
+
+def test_an_epoch_log_behind_its_backup_gets_an_untimed_row(tmp_path):
+    """A state written by the earlier runner (backup first, then the log) may be one row
+    short; aligning it to the backup adds the row without a time instead of losing the
+    pass, so the finished run still counts its epochs."""
+    log = qt._EpochLog(str(tmp_path / "epochs.json"))
+    log.rows = [{"epoch": e, "loss": 10.0 - e, "seconds": 2.0} for e in range(4)]
+    log.align(6)
+    assert [r["epoch"] for r in log.rows] == [0, 1, 2, 3, 4, 5]
+    assert log.rows[4] == {"epoch": 4, "loss": None, "seconds": None}
+    assert json.loads((tmp_path / "epochs.json").read_text()) == log.rows
+    log.align(2)  # a log ahead of the backup: the later epochs are trained again
+    assert [r["epoch"] for r in log.rows] == [0, 1]
+    assert qt._train_summary(log.rows + [{"epoch": 2, "loss": None, "seconds": None}]) == \
+        {"epochs": 3, "train_seconds": 4.0, "train_loss": 9.0, "untimed_passes": 1}
