@@ -1,4 +1,4 @@
-"""Issue 16's quality table: nine models (and three diagnostic arms), one budget, resumable.
+"""Issue 16's quality table: nine models (and four diagnostic arms), one budget, resumable.
 
 `python -m benchmarks.quality_table [--dir DIR] [--epochs 100] [--seeds 0,1]
 [--arms ...] [--hours H] [--report] [--write benchmarks/RESULTS.md]`
@@ -14,18 +14,21 @@ layer (the IWAE paper's criterion: Var_x E_q[z_u | x] > 0.01). Arms:
 vae       kv.VAE(MLPEncoder(50, (200, 200), "tanh"), MLPDecoder((28, 28, 1), ...)), ELBO
 vae-exp   the same with MLPEncoder(..., scale="exp", min_scale=0.0): the recipe's
           sigma = exp(raw) without a floor (the parity question of issue 16)
+vae-mc    the same with analytic_kl=False: the KL as a one-sample Monte Carlo term, as
+          the 2-layer models' KL of z1 must be (and as in the IWAE paper's k=1 VAE): how
+          much of the 2-layer deficit is the 1-layer model's closed-form KL?
 iwae5     the same, IWAE bound K=5          iwae50   K=50
 vamp      the same with prior=kv.priors.VampPrior(num_components=500), ELBO
 iaf       the same with MLPEncoder(..., posterior="iaf") (2 IAF steps), ELBO
 hvae      kv.HierarchicalVAE((28, 28, 1), latent_dims=(100, 50)), the IWAE paper's
           x-100-100-z1(100)-50-50-z2(50), ELBO
-hvae-wu   the same with warmup_steps=4680 (the KL weight rises 0 -> 1 over the first 10
+hiwae5    the same, IWAE K=5                hiwae50  K=50
+hvae-wu   hvae with warmup_steps=4680 (the KL weight rises 0 -> 1 over the first 10
           passes, in the step; Sonderby et al. 2016): does the top layer's collapse
           explain the 2-layer ELBO model's deficit at this budget?
-hvae-200  the same with hidden=((200, 200), (100, 100)): the x-path as wide as the 1-layer
-          model's (the paper's 100-100 has half its parameters): is the deficit the
-          narrow x-path on Fashion-MNIST?
-hiwae5    the same, IWAE K=5                hiwae50  K=50
+hvae-200  hvae with hidden=((200, 200), (100, 100)): the x-path as wide as the 1-layer
+          model's (the paper's 100-100 model has half its parameters): is the deficit
+          the narrow x-path on Fashion-MNIST?
 plain     benchmarks.reference.PlainMLPVAE(784, **RECIPE): the hand-written TF recipe
           (sigma = exp(raw), own Adam, in-step binarization), ELBO
 ```
@@ -72,8 +75,8 @@ import numpy as np  # noqa: E402
 
 __all__ = ["ARMS", "run_job", "park", "collect", "render", "main"]
 
-ARMS = ("vae", "plain", "vae-exp", "iaf", "vamp", "hvae", "hvae-wu", "hvae-200", "iwae5",
-        "hiwae5", "iwae50", "hiwae50")
+ARMS = ("vae", "plain", "vae-exp", "vae-mc", "iaf", "vamp", "hvae", "hvae-wu", "hvae-200",
+        "iwae5", "hiwae5", "iwae50", "hiwae50")
 LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
           "iwae50": "1 layer, IWAE k=50", "vamp": "1 layer, VampPrior (500), ELBO",
           "iaf": "1 layer, IAF posterior (2 steps), ELBO", "hvae": "2 layers, VAE (ELBO)",
@@ -81,7 +84,8 @@ LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
           "hvae-200": "2 layers, x-path 200-200 (upper 100-100), VAE (ELBO)",
           "hiwae5": "2 layers, IWAE k=5", "hiwae50": "2 layers, IWAE k=50",
           "plain": "plain TF reference, ELBO",
-          "vae-exp": "1 layer, VAE (ELBO), the recipe's sigma = exp(raw), no floor"}
+          "vae-exp": "1 layer, VAE (ELBO), the recipe's sigma = exp(raw), no floor",
+          "vae-mc": "1 layer, VAE (ELBO), Monte Carlo KL (analytic_kl=False)"}
 BATCH, EVAL_K, EVAL_CHUNK = 128, 5000, 1000
 WARMUP_PASSES = 10  # the hvae-wu arm; 60,000 // 128 = 468 steps per pass
 WIDE = ((200, 200), (100, 100))  # the hvae-200 arm's hidden widths, x-path first
@@ -115,8 +119,8 @@ def build_model(arm, seed):
     else:
         enc_kwargs = {"iaf": {"posterior": "iaf"},
                       "vae-exp": {"scale": "exp", "min_scale": 0.0}}.get(arm, {})
-        extra = {"prior": kv.priors.VampPrior(num_components=500, seed=seed)} \
-            if arm == "vamp" else {}
+        extra = {"vamp": {"prior": kv.priors.VampPrior(num_components=500, seed=seed)},
+                 "vae-mc": {"analytic_kl": False}}.get(arm, {})
         model = kv.VAE(kv.MLPEncoder(50, hidden=(200, 200), activation="tanh", **enc_kwargs),
                        kv.MLPDecoder((28, 28, 1), hidden=(200, 200), activation="tanh"),
                        **common, **extra)
@@ -476,6 +480,8 @@ def render(done, epochs, pending=(), parked=None):
                    ("iwae50", "iwae5", "IWAE k=50 minus k=5, 1 layer (goal: > 0)"),
                    ("vamp", "vae", "VampPrior minus the standard prior (goal: > 0)"),
                    ("iaf", "vae", "IAF posterior minus the diagonal one"),
+                   ("vae-mc", "vae", "Monte Carlo KL minus the closed form, 1 layer, ELBO"),
+                   ("hvae", "vae-mc", "2 layers minus 1, both with a Monte Carlo KL, ELBO"),
                    ("hvae", "vae", "2 layers minus 1, ELBO (goal: > 0)"),
                    ("hvae-wu", "hvae", "KL warm-up minus none, 2 layers, ELBO"),
                    ("hvae-wu", "vae", "2 layers with KL warm-up minus 1 layer, ELBO"),
