@@ -488,7 +488,7 @@ def render(done, epochs, pending=(), parked=None):
                    ("hvae-200", "hvae", "x-path 200-200 minus the paper's 100-100, 2 layers, "
                     "ELBO"),
                    ("hvae-200", "vae", "2 layers with the 1-layer model's x-path minus 1 "
-                    "layer, ELBO (goal: > 0)"),
+                    "layer, ELBO"),
                    ("hiwae5", "iwae5", "2 layers minus 1, IWAE k=5 (goal: > 0)"),
                    ("hiwae50", "iwae50", "2 layers minus 1, IWAE k=50 (goal: > 0)"),
                    ("hiwae5", "hvae", "IWAE k=5 minus the ELBO, 2 layers (goal: > 0)")]
