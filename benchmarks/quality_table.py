@@ -202,8 +202,9 @@ def _train_kv(arm, seed, epochs, x_train, job_dir, log):
                               binarize=None if getattr(model, "binarize", None) else "dynamic",
                               epoch=epoch_var)  # grey if the step binarizes
     epoch_log = _EpochLog(os.path.join(job_dir, "epochs.json"))
-    if _backup_epochs(job_dir) is not None:
-        epoch_log.align(_backup_epochs(job_dir))
+    done = _backup_epochs(job_dir)
+    if done is not None:
+        epoch_log.align(done)
 
     class Log(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
