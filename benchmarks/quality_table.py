@@ -1,4 +1,4 @@
-"""Issue 16's quality table: nine models (and four diagnostic arms), one budget, resumable.
+"""Issue 16's quality table: nine models (and five diagnostic arms), one budget, resumable.
 
 `python -m benchmarks.quality_table [--dir DIR] [--epochs 100] [--seeds 0,1]
 [--arms ...] [--hours H] [--report] [--write benchmarks/RESULTS.md]`
@@ -29,6 +29,7 @@ hvae-wu   hvae with warmup_steps=4680 (the KL weight rises 0 -> 1 over the first
 hvae-200  hvae with hidden=((200, 200), (100, 100)): the x-path as wide as the 1-layer
           model's (the paper's 100-100 model has half its parameters): is the deficit
           the narrow x-path on Fashion-MNIST?
+hvae-200-wu  hvae-200 with hvae-wu's warm-up: do the two levers add?
 plain     benchmarks.reference.PlainMLPVAE(784, **RECIPE): the hand-written TF recipe
           (sigma = exp(raw), own Adam, in-step binarization), ELBO
 ```
@@ -76,19 +77,20 @@ import numpy as np  # noqa: E402
 __all__ = ["ARMS", "run_job", "park", "collect", "render", "main"]
 
 ARMS = ("vae", "plain", "vae-exp", "vae-mc", "iaf", "vamp", "hvae", "hvae-wu", "hvae-200",
-        "iwae5", "hiwae5", "iwae50", "hiwae50")
+        "hvae-200-wu", "iwae5", "hiwae5", "iwae50", "hiwae50")
 LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
           "iwae50": "1 layer, IWAE k=50", "vamp": "1 layer, VampPrior (500), ELBO",
           "iaf": "1 layer, IAF posterior (2 steps), ELBO", "hvae": "2 layers, VAE (ELBO)",
           "hvae-wu": "2 layers, VAE (ELBO), KL warm-up over 10 passes",
           "hvae-200": "2 layers, x-path 200-200 (upper 100-100), VAE (ELBO)",
+          "hvae-200-wu": "2 layers, x-path 200-200, KL warm-up over 10 passes, ELBO",
           "hiwae5": "2 layers, IWAE k=5", "hiwae50": "2 layers, IWAE k=50",
           "plain": "plain TF reference, ELBO",
           "vae-exp": "1 layer, VAE (ELBO), the recipe's sigma = exp(raw), no floor",
           "vae-mc": "1 layer, VAE (ELBO), Monte Carlo KL (analytic_kl=False)"}
 BATCH, EVAL_K, EVAL_CHUNK = 128, 5000, 1000
-WARMUP_PASSES = 10  # the hvae-wu arm; 60,000 // 128 = 468 steps per pass
-WIDE = ((200, 200), (100, 100))  # the hvae-200 arm's hidden widths, x-path first
+WARMUP_PASSES = 10  # the -wu arms; 60,000 // 128 = 468 steps per pass
+WIDE = ((200, 200), (100, 100))  # the -200 arms' hidden widths, x-path first
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "keras-vae", "quality-table")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quality_runs")
 
@@ -112,9 +114,10 @@ def build_model(arm, seed):
     common = {"objective": objective, "num_samples": k, "seed": seed,
               "binarize": "dynamic"}  # drawn in the compiled step
     if arm.startswith("h"):
-        warmup = WARMUP_PASSES * (60000 // BATCH) if arm == "hvae-wu" else 0
+        parts = arm.split("-")[1:]  # hvae-200-wu: the options "200" and "wu"
+        warmup = WARMUP_PASSES * (60000 // BATCH) if "wu" in parts else 0
         model = kv.HierarchicalVAE((28, 28, 1), latent_dims=(100, 50), activation="tanh",
-                                   hidden=WIDE if arm == "hvae-200" else None,
+                                   hidden=WIDE if "200" in parts else None,
                                    warmup_steps=warmup, **common)
     else:
         enc_kwargs = {"iaf": {"posterior": "iaf"},
@@ -490,6 +493,10 @@ def render(done, epochs, pending=(), parked=None):
                     "ELBO"),
                    ("hvae-200", "vae", "2 layers with the 1-layer model's x-path minus 1 "
                     "layer, ELBO"),
+                   ("hvae-200-wu", "hvae-200", "KL warm-up minus none, 2 layers, x-path "
+                    "200-200, ELBO"),
+                   ("hvae-200-wu", "vae", "2 layers, x-path 200-200 and KL warm-up, minus "
+                    "1 layer, ELBO"),
                    ("hiwae5", "iwae5", "2 layers minus 1, IWAE k=5 (goal: > 0)"),
                    ("hiwae50", "iwae50", "2 layers minus 1, IWAE k=50 (goal: > 0)"),
                    ("hiwae5", "hvae", "IWAE k=5 minus the ELBO, 2 layers (goal: > 0)")]
