@@ -232,7 +232,8 @@ def build_model(config, data_shape, num_classes=None, table=None, x_train=None):
             activation=config["activation"], likelihood=_likelihood(config, data_shape),
             prior=_prior(config), objective=config["objective"],
             num_samples=config["num_samples"], beta=config["beta"], seed=config["seed"],
-            warmup_steps=config["warmup_steps"], warmup_schedule=config["warmup_schedule"])
+            free_bits=config["free_bits"], warmup_steps=config["warmup_steps"],
+            warmup_schedule=config["warmup_schedule"])
         model.binarize = _step_binarize(config, model.decoder.head)
     elif config["model"] in ("ae", "dae"):
         from keras_vae import autoencoders

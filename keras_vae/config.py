@@ -305,7 +305,7 @@ def _check_latent_dims(config, out):
                          f"(several). Received: latent_dim={out['latent_dim']!r}, "
                          f"latent_dims={dims!r}")
     clashes = {"model": "vae", "architecture": "mlp", "posterior": "diagonal",
-               "conditional": False, "labels": None, "free_bits": 0.0, "corruption": None}
+               "conditional": False, "labels": None, "corruption": None}
     for key, allowed in clashes.items():
         if out[key] != allowed:
             raise ValueError(f"`latent_dims` (a HierarchicalVAE) needs {key}={allowed!r}. "

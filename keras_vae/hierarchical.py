@@ -17,6 +17,7 @@ ELBO        = E_q[log w] = -reconstruction - sum_l kl_zl
 reconstruction = E_q[-log p(x|z1)]
 kl_zl       = E_q[log q(zl|z(l-1)) - log p(zl|z(l+1))]            (Monte Carlo, per layer)
 kl_zL       = E_q(z(L-1)|x)[KL(q(zL|z(L-1)) || p(zL))]           (closed form when analytic_kl)
+free bits   loss = reconstruction + beta * sum_l sum_d max(mean_batch kl_zl[d], lambda_l)
 IWAE_K      = log 1/K sum_k w_k,  (z1_k, ..., zL_k) ~ q,  reparameterized: zl = mu + sigma * eps
 ```
 With the paper's sizes (`latent_dims=(100, 50)`): x -> 100 -> 100 -> z1 (100)
@@ -71,7 +72,8 @@ def _draw(q, eps):
     return q.distribution.loc + q.distribution.scale * eps
 
 
-def hierarchical_terms(log_px_z, log_q, log_p, objective="elbo", beta=1.0, top_kl=None):
+def hierarchical_terms(log_px_z, log_q, log_p, objective="elbo", beta=1.0, top_kl=None,
+                       free_bits=None, kl_dims=None, latent_dims=None):
     """The objective's terms from the log-densities of L joint samples of every layer.
 
     Args:
@@ -82,6 +84,14 @@ def hierarchical_terms(log_px_z, log_q, log_p, objective="elbo", beta=1.0, top_k
       beta: weight of the KL terms (ELBO) / of `log p(z) - log q(z)` in log w (IWAE).
       top_kl: optional `[B]` closed-form `E[KL(q(zL|.) || p(zL))]` replacing the
         Monte Carlo estimate of the top layer's KL.
+      free_bits: None, or per layer the floor lambda_l in nats per latent dimension
+        ("elbo" only): the loss's KL of layer l is `sum_d max(kl_dims[l][d], lambda_l)`
+        (Kingma et al., 2016), or `max(mean kl_zl, lambda_l * d_l)` where `kl_dims[l]`
+        is None (a top prior without a per-dimension form). `elbo` and `kl` stay
+        the model's.
+      kl_dims: with free_bits, per layer the batch-mean KL of each dimension `[d_l]`
+        (or None).
+      latent_dims: with free_bits, the layers' sizes `d_l`.
 
     Returns:
       dict: scalar `loss`; per-example `[B]` `elbo`, `reconstruction`, `kl` (the sum)
@@ -94,13 +104,38 @@ def hierarchical_terms(log_px_z, log_q, log_p, objective="elbo", beta=1.0, top_k
     kl = tf.add_n(kls)
     terms = {"elbo": -(reconstruction + kl), "reconstruction": reconstruction, "kl": kl}
     terms.update({f"kl_z{i + 1}": k for i, k in enumerate(kls)})
-    if objective == "elbo":
+    if objective == "elbo" and free_bits is not None:
+        floored = [tf.reduce_mean(k) if not lam  # a layer without a floor: its KL as is
+                   else tf.reduce_sum(tf.maximum(dims, lam)) if dims is not None
+                   else tf.maximum(tf.reduce_mean(k), lam * size)
+                   for dims, lam, k, size in zip(kl_dims, free_bits, kls, latent_dims)]
+        terms["loss"] = tf.reduce_mean(reconstruction) + beta * tf.add_n(floored)
+    elif objective == "elbo":
         terms["loss"] = tf.reduce_mean(reconstruction) + beta * tf.reduce_mean(kl)
     else:
         log_w = log_px_z + beta * tf.add_n([p - q for q, p in zip(log_q, log_p)])
         terms["iwae"] = objectives.iwae_bound(log_w)
         terms["loss"] = -tf.reduce_mean(terms["iwae"])
     return terms
+
+
+def _free_bits(free_bits, num_layers):
+    """`free_bits` as one float `>= 0` per stochastic layer (None: all zero)."""
+    if isinstance(free_bits, (str, bytes)) or not hasattr(free_bits, "__len__"):
+        return (validation.non_negative_float("free_bits", free_bits),) * num_layers
+    if len(free_bits) != num_layers:
+        raise ValueError(
+            f"`free_bits` must be one number of nats per latent dimension, or one value per "
+            f"stochastic layer ({num_layers}). Received: free_bits={free_bits!r}")
+    return tuple(validation.non_negative_float(f"free_bits[{i}]", v)
+                 for i, v in enumerate(free_bits))
+
+
+def _diagonal_normal(dist):
+    """The `tfd.Normal` under a diagonal Gaussian `tfd.Independent`, else None."""
+    if isinstance(dist, tfd.Independent) and isinstance(dist.distribution, tfd.Normal):
+        return dist.distribution
+    return None
 
 
 def _latent_dims(latent_dims):
@@ -170,6 +205,12 @@ class HierarchicalVAE(BaseAutoencoder):
       analytic_kl: closed-form KL of the top layer given each sample of the
         layer below; the lower layers' KLs are always Monte Carlo.
       min_scale: floor on every Gaussian layer's standard deviation.
+      free_bits: lambda in nats per latent dimension, one number for every layer or
+        one per layer (0: none; "elbo" only). The loss's KL of layer l becomes
+        `sum_d max(batch mean of kl_zl[d], lambda_l)` (Kingma et al., 2016), so a
+        layer's units are not pushed below lambda nats each; a top prior without a
+        per-dimension KL ("mixture") is floored as a whole at `lambda * d_L`. The
+        reported `elbo` and `kl` metrics are the model's, not the floored loss.
       seed, corruption, corruption_rate, corruption_stddev, input_key, binarize: as
         for `keras_vae.VAE` (`binarize="dynamic"`: a fresh Bernoulli(x) draw of every
         training batch inside the compiled step).
@@ -195,7 +236,7 @@ class HierarchicalVAE(BaseAutoencoder):
                  likelihood="bernoulli", prior=None, objective="elbo", num_samples=1, beta=1.0,
                  analytic_kl=True, min_scale=1e-4, seed=0, corruption=None,
                  corruption_rate=0.25, corruption_stddev=0.1, input_key=None, binarize=None,
-                 warmup_steps=0, warmup_schedule="linear", **kwargs):
+                 warmup_steps=0, warmup_schedule="linear", free_bits=0.0, **kwargs):
         data_shape = validation.event_shape("data_shape", data_shape)
         dims = _latent_dims(latent_dims)
         widths = _hidden(hidden, len(dims))
@@ -232,6 +273,10 @@ class HierarchicalVAE(BaseAutoencoder):
         self.objective = objective
         self.num_samples = validation.positive_int("num_samples", num_samples)
         self.analytic_kl = bool(analytic_kl)
+        self.free_bits = _free_bits(free_bits, len(dims))
+        if objective != "elbo" and any(self.free_bits):
+            raise ValueError("free_bits applies to the 'elbo' objective only. "
+                             f"Received: objective={objective!r}, free_bits={free_bits!r}")
         self._init_kl_weight(beta, warmup_steps, warmup_schedule)
         names = ["loss", "elbo", "reconstruction", "kl"]
         names += [f"kl_z{i + 1}" for i in range(len(dims))] + ["beta"]
@@ -259,21 +304,23 @@ class HierarchicalVAE(BaseAutoencoder):
         """Draws every layer with `noise(l)` (`[L, B, d_l]` standard normal) and scores it.
 
         Returns:
-          `(zs, qs, log_q, log_p, log_px_z)`: samples `[L, B, d_l]`, the posteriors
-          (layer 1 batch `[B]`, the others `[L, B]`), and the `[L, B]` log-densities
-          `log q(zl|z(l-1))`, `log p(zl|z(l+1))` (top: `log p(zL)`), `log p(x|z1)`.
+          `(zs, qs, ps, log_q, log_p, log_px_z)`: samples `[L, B, d_l]`, the posteriors
+          (layer 1 batch `[B]`, the others `[L, B]`), the priors `p(zl|z(l+1))` (batch
+          `[L, B]`; the top one `p(zL)`), and the `[L, B]` log-densities
+          `log q(zl|z(l-1))`, `log p(zl|z(l+1))`, `log p(x|z1)`.
         """
         q = self.encoder(self.encoder_input(x, training, seed), training=training)
         zs, qs = [_draw(q, noise(0))], [q]
         for i, layer in enumerate(self.inference_layers, start=1):
             qs.append(_gaussian_of(layer, zs[-1], training))
             zs.append(_draw(qs[-1], noise(i)))
+        ps = [_gaussian_of(layer, zs[i + 1], training)
+              for i, layer in enumerate(self.generative_layers)]
+        ps.append(self.prior.distribution())
         log_q = [q.log_prob(z) for q, z in zip(qs, zs)]
-        log_p = [_gaussian_of(layer, zs[i + 1], training).log_prob(zs[i])
-                 for i, layer in enumerate(self.generative_layers)]
-        log_p.append(self.prior.distribution().log_prob(zs[-1]))
+        log_p = [p.log_prob(z) for p, z in zip(ps, zs)]
         log_px_z = objectives.masked_log_prob(self.decoder(zs[0], training=training), x)
-        return zs, qs, log_q, log_p, log_px_z
+        return zs, qs, ps, log_q, log_p, log_px_z
 
     def _noise(self, x, seed, num_samples):
         """`l -> [L, B, d_l]` noise from a seed `[2]` or per-example seeds `[B, 2]`."""
@@ -298,13 +345,31 @@ class HierarchicalVAE(BaseAutoencoder):
             seed = self.example_seeds(x)
         num_samples = num_samples or self.num_samples
         # Corruption (denoising) draws from seed + [0, 1], as in keras_vae.VAE.
-        _, qs, log_q, log_p, log_px_z = self._score(x, self._noise(x, seed, num_samples),
-                                                    training, seed)
+        zs, qs, ps, log_q, log_p, log_px_z = self._score(
+            x, self._noise(x, seed, num_samples), training, seed)
         top_kl = None
         if self.analytic_kl:
-            kl = _analytic_or_none(qs[-1], self.prior.distribution())
+            kl = _analytic_or_none(qs[-1], ps[-1])
             top_kl = None if kl is None else tf.reduce_mean(kl, axis=0)
-        return hierarchical_terms(log_px_z, log_q, log_p, self.objective, self.beta, top_kl)
+        if not any(self.free_bits):
+            return hierarchical_terms(log_px_z, log_q, log_p, self.objective, self.beta, top_kl)
+        kl_dims = [self._kl_per_dimension(q, p, z, top=i == len(zs) - 1)
+                   for i, (q, p, z) in enumerate(zip(qs, ps, zs))]
+        return hierarchical_terms(log_px_z, log_q, log_p, self.objective, self.beta, top_kl,
+                                  self.free_bits, kl_dims, self.latent_dims)
+
+    def _kl_per_dimension(self, q, p, z, top):
+        """Batch (and sample) mean of each dimension's KL term `[d]`, the estimator of the
+        layer's `kl_zl` metric (closed form for the top layer with analytic_kl, else
+        Monte Carlo at the drawn `z`); None when `q` or `p` has no per-dimension form."""
+        q_d, p_d = _diagonal_normal(q), _diagonal_normal(p)
+        if q_d is None or p_d is None:
+            return None
+        if top and self.analytic_kl:
+            per_dim = tfd.kl_divergence(q_d, p_d)
+        else:
+            per_dim = q_d.log_prob(z) - p_d.log_prob(z)
+        return tf.reduce_mean(tf.reshape(per_dim, [-1, tf.shape(per_dim)[-1]]), axis=0)
 
     def log_importance_weights(self, x, seeds):
         """`(log w, log p(x|z1))`, each `[C, B]`: sample c of every example drawn from
@@ -317,7 +382,7 @@ class HierarchicalVAE(BaseAutoencoder):
             shape = tf.stack([batch, self.latent_dims[layer]])
             return tf.map_fn(lambda s: stateless_normal(shape, _layer_seed(s, layer)), seeds,
                              fn_output_signature=tf.float32)
-        _, _, log_q, log_p, log_px_z = self._score(x, noise, False)
+        _, _, _, log_q, log_p, log_px_z = self._score(x, noise, False)
         log_w = log_px_z + tf.add_n([p - q for q, p in zip(log_q, log_p)])
         return log_w, log_px_z
 
@@ -390,7 +455,7 @@ class HierarchicalVAE(BaseAutoencoder):
         for b, start in enumerate(range(0, len(x), batch_size)):
             xb = tf.constant(x[start:start + batch_size])
             base = tf.constant([seed, b], tf.int32)
-            _, qs, _, _, _ = self._score(xb, self._noise(xb, base, num_samples), False)
+            _, qs, _, _, _, _ = self._score(xb, self._noise(xb, base, num_samples), False)
             out[0].append(qs[0].mean().numpy())
             for i, q in enumerate(qs[1:], start=1):
                 out[i].append(tf.reduce_mean(q.mean(), axis=0).numpy())
@@ -420,6 +485,8 @@ class HierarchicalVAE(BaseAutoencoder):
             "analytic_kl": self.analytic_kl,
             "min_scale": self.min_scale,
         })
+        if any(self.free_bits):
+            config["free_bits"] = list(self.free_bits)
         config.update(self._kl_weight_config())
         if self.binarize is not None:
             config["binarize"] = self.binarize

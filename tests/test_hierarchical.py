@@ -131,6 +131,67 @@ def test_elbo_with_other_posteriors_matches_gaussian_expectations(analytic_kl):
     assert abs(np.mean(estimates) - closed) < 4 * se + 1e-4, (np.mean(estimates), closed, se)
 
 
+def _exact_kl_per_dimension():
+    """Batch mean over X of each latent dimension's KL term under the exact posteriors:
+    z1_d's Monte Carlo term E[log q(z1_d|x) - log p(z1_d|z2)] and z2_d's closed-form
+    E_z1[KL(q(z2_d|z1) || N(0, 1))], in closed form (A and the exact w2 are diagonal)."""
+    c = np.array([A[0, 0] ** 2, A[1, 1] ** 2, 0.0]) + S1 ** 2
+    var1 = 1.0 / (1.0 / c + BETA_B ** 2 / S2 ** 2)
+    m1 = (var1[:, None] * B.T / S2 ** 2 @ X.T).T + var1 * (a / c - B.T @ b / S2 ** 2)  # [3, D1]
+    alpha2 = np.array([A[0, 0] ** 2, A[1, 1] ** 2])
+    var2 = 1.0 / (1.0 + alpha2 / S1 ** 2)
+    w = np.array([var2[0] * A[0, 0] / S1 ** 2, var2[1] * A[1, 1] / S1 ** 2, 0.0])  # z2_d from z1_d
+    c2 = -w[:2] * a[:2]
+    g = np.array([A[0, 0], A[1, 1], 0.0])  # z1_d's mean given z2_d is g_d z2_d + a_d
+    shift = np.append(c2, 0.0)
+    var2d = np.append(var2, 0.0)
+    resid_mean = m1 * (1 - g * w) - g * shift - a
+    resid_sq = resid_mean ** 2 + (1 - g * w) ** 2 * var1 + g ** 2 * var2d
+    kl1 = (-0.5 * np.log(2 * math.pi * math.e * var1) + 0.5 * np.log(2 * math.pi * S1 ** 2)
+           + resid_sq / (2 * S1 ** 2))
+    m2 = m1[:, :2] * w[:2] + c2
+    kl2 = 0.5 * (var2 + m2 ** 2 + w[:2] ** 2 * var1[:2] - 1.0 - np.log(var2))
+    return kl1.mean(axis=0), kl2.mean(axis=0)
+
+
+def test_free_bits_floor_each_dimensions_batch_mean_kl():
+    kl1, kl2 = _exact_kl_per_dimension()
+    x = tf.constant(X, tf.float32)
+    plain = _linear_model().compute_terms(x, num_samples=20000, seed=tf.constant([3, 4]))
+    # the closed form above is the model's KL, dimension by dimension
+    assert float(tf.reduce_mean(plain["kl"])) == pytest.approx(kl1.sum() + kl2.sum(), abs=0.03)
+    for lam in ((0.9, 0.9), (0.2, 1.2)):
+        model = _linear_model(free_bits=lam if lam[0] != lam[1] else lam[0])
+        terms = model.compute_terms(x, num_samples=20000, seed=tf.constant([3, 4]))
+        floored = np.maximum(kl1, lam[0]).sum() + np.maximum(kl2, lam[1]).sum()
+        assert floored > kl1.sum() + kl2.sum() + 0.3  # the floor matters here
+        expected = float(tf.reduce_mean(terms["reconstruction"])) + floored
+        assert float(terms["loss"]) == pytest.approx(expected, abs=0.03)
+        # the reported ELBO and KL are the model's, not the floored loss
+        np.testing.assert_allclose(terms["elbo"].numpy(), plain["elbo"].numpy(), atol=1e-4)
+    # a floor above every dimension's KL: the KL term is the floor times the dimensions,
+    # exactly, with the mixture prior's KL (no per-dimension form) floored as a whole
+    for prior in (None, "mixture"):
+        terms = _linear_model(free_bits=50.0, prior=prior).compute_terms(x, num_samples=5)
+        assert float(terms["loss"]) == pytest.approx(
+            float(tf.reduce_mean(terms["reconstruction"])) + 50.0 * (D1 + D2), abs=1e-3)
+
+
+def test_free_bits_arguments_and_config():
+    model = HierarchicalVAE((8,), latent_dims=(4, 2), hidden=(8,), free_bits=(0.1, 0.25))
+    assert model.free_bits == (0.1, 0.25)
+    assert model.get_config()["free_bits"] == [0.1, 0.25]
+    assert HierarchicalVAE.from_config(model.get_config()).free_bits == (0.1, 0.25)
+    assert HierarchicalVAE((8,), latent_dims=(4, 2), free_bits=0.5).free_bits == (0.5, 0.5)
+    assert "free_bits" not in HierarchicalVAE((8,), latent_dims=(4, 2)).get_config()
+    for bad, match in [(-0.1, "free_bits"), ((0.1,), "one value per stochastic layer"),
+                       ("0.1", "free_bits"), ((0.1, float("nan")), r"free_bits\[1\]")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            HierarchicalVAE((8,), latent_dims=(4, 2), free_bits=bad)
+    with pytest.raises(ValueError, match="'elbo' objective only"):
+        HierarchicalVAE((8,), latent_dims=(4, 2), objective="iwae", free_bits=0.1)
+
+
 # ---------------------------------------------------------------- digits
 
 
@@ -298,5 +359,8 @@ def test_build_makes_a_hierarchical_vae():
     assert isinstance(model, HierarchicalVAE)
     assert model.latent_dims == (6, 3) and model.hidden == ((16,), (16,))
     assert model.objective == "iwae" and model.num_samples == 2
+    model = build.build_model(config.validate({"latent_dims": [6, 3], "hidden": [16],
+                                               "free_bits": 0.125}), (8,))
+    assert model.free_bits == (0.125, 0.125)
     default = build.build_model(config.validate({"latent_dims": [6, 3]}), (8,))
     assert default.hidden == ((100, 100), (50, 50))
