@@ -1,4 +1,4 @@
-"""Issue 16's quality table: nine models (and five diagnostic arms), one budget, resumable.
+"""Issue 16's quality table: nine models (and six diagnostic arms), one budget, resumable.
 
 `python -m benchmarks.quality_table [--dir DIR] [--epochs 100] [--seeds 0,1]
 [--arms ...] [--hours H] [--report] [--write benchmarks/RESULTS.md]`
@@ -30,6 +30,8 @@ hvae-200  hvae with hidden=((200, 200), (100, 100)): the x-path as wide as the 1
           model's (the paper's 100-100 model has half its parameters): is the deficit
           the narrow x-path on Fashion-MNIST?
 hvae-200-wu  hvae-200 with hvae-wu's warm-up: do the two levers add?
+hvae-200-fb  hvae-200 with free_bits=(0.0, 0.25): z2's KL floored at 0.25 nats per unit
+          (Kingma et al., 2016), z1 not floored: does a used top layer make 2 > 1?
 plain     benchmarks.reference.PlainMLPVAE(784, **RECIPE): the hand-written TF recipe
           (sigma = exp(raw), own Adam, in-step binarization), ELBO
 ```
@@ -77,19 +79,21 @@ import numpy as np  # noqa: E402
 __all__ = ["ARMS", "run_job", "park", "collect", "render", "main"]
 
 ARMS = ("vae", "plain", "vae-exp", "vae-mc", "iaf", "vamp", "hvae", "hvae-wu", "hvae-200",
-        "hvae-200-wu", "iwae5", "hiwae5", "iwae50", "hiwae50")
+        "hvae-200-wu", "hvae-200-fb", "iwae5", "hiwae5", "iwae50", "hiwae50")
 LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
           "iwae50": "1 layer, IWAE k=50", "vamp": "1 layer, VampPrior (500), ELBO",
           "iaf": "1 layer, IAF posterior (2 steps), ELBO", "hvae": "2 layers, VAE (ELBO)",
           "hvae-wu": "2 layers, VAE (ELBO), KL warm-up over 10 passes",
           "hvae-200": "2 layers, x-path 200-200 (upper 100-100), VAE (ELBO)",
           "hvae-200-wu": "2 layers, x-path 200-200, KL warm-up over 10 passes, ELBO",
+          "hvae-200-fb": "2 layers, x-path 200-200, free bits 0.25 per z2 unit, ELBO",
           "hiwae5": "2 layers, IWAE k=5", "hiwae50": "2 layers, IWAE k=50",
           "plain": "plain TF reference, ELBO",
           "vae-exp": "1 layer, VAE (ELBO), the recipe's sigma = exp(raw), no floor",
           "vae-mc": "1 layer, VAE (ELBO), Monte Carlo KL (analytic_kl=False)"}
 BATCH, EVAL_K, EVAL_CHUNK = 128, 5000, 1000
 WARMUP_PASSES = 10  # the -wu arms; 60,000 // 128 = 468 steps per pass
+FREE_BITS = (0.0, 0.25)  # the -fb arms: nats per unit, z1 then z2
 WIDE = ((200, 200), (100, 100))  # the -200 arms' hidden widths, x-path first
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "keras-vae", "quality-table")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quality_runs")
@@ -118,6 +122,7 @@ def build_model(arm, seed):
         warmup = WARMUP_PASSES * (60000 // BATCH) if "wu" in parts else 0
         model = kv.HierarchicalVAE((28, 28, 1), latent_dims=(100, 50), activation="tanh",
                                    hidden=WIDE if "200" in parts else None,
+                                   free_bits=FREE_BITS if "fb" in parts else 0.0,
                                    warmup_steps=warmup, **common)
     else:
         enc_kwargs = {"iaf": {"posterior": "iaf"},
@@ -497,6 +502,10 @@ def render(done, epochs, pending=(), parked=None):
                     "200-200, ELBO"),
                    ("hvae-200-wu", "vae", "2 layers, x-path 200-200 and KL warm-up, minus "
                     "1 layer, ELBO"),
+                   ("hvae-200-fb", "hvae-200", "free bits on z2 minus none, 2 layers, x-path "
+                    "200-200, ELBO"),
+                   ("hvae-200-fb", "vae", "2 layers, x-path 200-200 and free bits on z2, "
+                    "minus 1 layer, ELBO"),
                    ("hiwae5", "iwae5", "2 layers minus 1, IWAE k=5 (goal: > 0)"),
                    ("hiwae50", "iwae50", "2 layers minus 1, IWAE k=50 (goal: > 0)"),
                    ("hiwae5", "hvae", "IWAE k=5 minus the ELBO, 2 layers (goal: > 0)")]
