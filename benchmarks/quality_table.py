@@ -1,4 +1,4 @@
-"""Issue 16's quality table: nine models (and six diagnostic arms), one budget, resumable.
+"""Issue 16's quality table: nine models (and seven diagnostic arms), one budget, resumable.
 
 `python -m benchmarks.quality_table [--dir DIR] [--epochs 100] [--seeds 0,1]
 [--arms ...] [--hours H] [--report] [--write benchmarks/RESULTS.md]`
@@ -30,6 +30,8 @@ hvae-200  hvae with hidden=((200, 200), (100, 100)): the x-path as wide as the 1
           model's (the paper's 100-100 model has half its parameters): is the deficit
           the narrow x-path on Fashion-MNIST?
 hvae-200-wu  hvae-200 with hvae-wu's warm-up: do the two levers add?
+hiwae5-200-wu  hiwae5 with hvae-200-wu's x-path and warm-up (the warm-up weighs
+          log p(z) - log q(z) in log w): the IWAE k=5 side of the question
 hvae-200-fb  hvae-200 with free_bits=(0.0, 0.25): z2's KL floored at 0.25 nats per unit
           (Kingma et al., 2016), z1 not floored: does a used top layer make 2 > 1?
 plain     benchmarks.reference.PlainMLPVAE(784, **RECIPE): the hand-written TF recipe
@@ -79,7 +81,7 @@ import numpy as np  # noqa: E402
 __all__ = ["ARMS", "run_job", "park", "collect", "render", "main"]
 
 ARMS = ("vae", "plain", "vae-exp", "vae-mc", "iaf", "vamp", "hvae", "hvae-wu", "hvae-200",
-        "hvae-200-wu", "hvae-200-fb", "iwae5", "hiwae5", "iwae50", "hiwae50")
+        "hvae-200-wu", "hvae-200-fb", "iwae5", "hiwae5", "hiwae5-200-wu", "iwae50", "hiwae50")
 LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
           "iwae50": "1 layer, IWAE k=50", "vamp": "1 layer, VampPrior (500), ELBO",
           "iaf": "1 layer, IAF posterior (2 steps), ELBO", "hvae": "2 layers, VAE (ELBO)",
@@ -87,7 +89,9 @@ LABELS = {"vae": "1 layer, VAE (ELBO)", "iwae5": "1 layer, IWAE k=5",
           "hvae-200": "2 layers, x-path 200-200 (upper 100-100), VAE (ELBO)",
           "hvae-200-wu": "2 layers, x-path 200-200, KL warm-up over 10 passes, ELBO",
           "hvae-200-fb": "2 layers, x-path 200-200, free bits 0.25 per z2 unit, ELBO",
-          "hiwae5": "2 layers, IWAE k=5", "hiwae50": "2 layers, IWAE k=50",
+          "hiwae5": "2 layers, IWAE k=5",
+          "hiwae5-200-wu": "2 layers, IWAE k=5, x-path 200-200, KL warm-up over 10 passes",
+          "hiwae50": "2 layers, IWAE k=50",
           "plain": "plain TF reference, ELBO",
           "vae-exp": "1 layer, VAE (ELBO), the recipe's sigma = exp(raw), no floor",
           "vae-mc": "1 layer, VAE (ELBO), Monte Carlo KL (analytic_kl=False)"}
@@ -100,9 +104,10 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quality_
 
 
 def _objective(arm):
-    if arm.endswith("iwae5"):
+    model = arm.split("-")[0]  # hiwae5-200-wu: the model hiwae5, options 200 and wu
+    if model.endswith("iwae5"):
         return "iwae", 5
-    if arm.endswith("iwae50"):
+    if model.endswith("iwae50"):
         return "iwae", 50
     return "elbo", 1
 
@@ -508,7 +513,9 @@ def render(done, epochs, pending=(), parked=None):
                     "minus 1 layer, ELBO"),
                    ("hiwae5", "iwae5", "2 layers minus 1, IWAE k=5 (goal: > 0)"),
                    ("hiwae50", "iwae50", "2 layers minus 1, IWAE k=50 (goal: > 0)"),
-                   ("hiwae5", "hvae", "IWAE k=5 minus the ELBO, 2 layers (goal: > 0)")]
+                   ("hiwae5", "hvae", "IWAE k=5 minus the ELBO, 2 layers (goal: > 0)"),
+                   ("hiwae5-200-wu", "iwae5", "2 layers, x-path 200-200 and KL warm-up, "
+                    "minus 1 layer, IWAE k=5")]
     means = {arm: {r["seed"]: r["test_log_px"] for r, _ in runs} for arm, runs in by_arm.items()}
     rows = []
     for a, b, what in comparisons:
