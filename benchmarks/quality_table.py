@@ -78,7 +78,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-__all__ = ["ARMS", "run_job", "park", "collect", "render", "main"]
+__all__ = ["ARMS", "run_job", "park", "collect", "published_table", "render", "main"]
 
 ARMS = ("vae", "plain", "vae-exp", "vae-mc", "iaf", "vamp", "hvae", "hvae-wu", "hvae-200",
         "hvae-200-wu", "hvae-200-fb", "iwae5", "hiwae5", "hiwae5-200-wu", "iwae50", "hiwae50")
@@ -461,6 +461,16 @@ def collect(results_root, arms=ARMS, seeds=(0, 1), epochs=None):
     return out
 
 
+def published_table(results_root, epochs, arms=ARMS, seeds=(0, 1)):
+    """`(done, markdown)`: the published runs of `results_root` (`collect`) and the table
+    `--report` prints and `--write` stores (`render`, with what is pending or parked)."""
+    done = collect(results_root, arms, seeds, epochs)
+    finished = {(r["arm"], r["seed"]) for r, _ in done}
+    pending = [j for j in jobs(arms, seeds) if j not in finished]
+    parked = {job: _progress(_parked(results_root, *job)) for job in pending}
+    return done, render(done, epochs, pending, parked)
+
+
 def render(done, epochs, pending=(), parked=None):
     """Markdown: one row per arm (mean over seeds) and the paired differences the goals name."""
     by_arm = {}
@@ -617,11 +627,7 @@ def main(argv=None):
     for arm, seed in jobs(arms, seeds):  # runs finished by an earlier runner of this machine
         if not os.path.exists(_published(results_root, arm, seed) + ".json"):
             publish(os.path.join(root, f"{arm}-s{seed}"), results_root, arm, seed)
-    done = collect(results_root, arms, seeds, args.epochs)
-    finished = {(r["arm"], r["seed"]) for r, _ in done}
-    pending = [j for j in jobs(arms, seeds) if j not in finished]
-    parked = {job: _progress(_parked(results_root, *job)) for job in pending}
-    body = render(done, args.epochs, pending, parked)
+    _, body = published_table(results_root, args.epochs, arms, seeds)
     print(body)
     if args.write:
         from benchmarks import report, timing

@@ -2,7 +2,9 @@
 
 The runner's state folder lives on one machine; what a later session finds done
 is what was published. These tests run no training: they publish hand-made
-results and check the table made from them.
+results and check the table made from them, and they check that
+benchmarks/RESULTS.md's table and README.md's 2-layer numbers are the ones the
+runs published in the repository give.
 """
 
 import json
@@ -12,6 +14,9 @@ import numpy as np
 import pytest
 
 from benchmarks import quality_table as qt
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "benchmarks" / "quality_runs" / "e100"
 
 
 def _finished_job(folder, arm, seed, log_px):
@@ -183,3 +188,41 @@ def test_an_epoch_log_behind_its_backup_gets_an_untimed_row(tmp_path):
     assert [r["epoch"] for r in log.rows] == [0, 1]
     assert qt._train_summary(log.rows + [{"epoch": 2, "loss": None, "seconds": None}]) == \
         {"epochs": 3, "train_seconds": 4.0, "train_loss": 9.0, "untimed_passes": 1}
+
+
+def test_results_md_holds_the_table_of_the_published_runs():
+    _, body = qt.published_table(str(PUBLISHED), 100)
+    text = (REPO / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    block = text.split("<!-- begin: quality-table -->")[1].split("<!-- end: quality-table -->")[0]
+    assert body in block, ("benchmarks/RESULTS.md's quality table is not the published runs' "
+                           "table: run python -m benchmarks.quality_table --report --write "
+                           "benchmarks/RESULTS.md")
+
+
+def test_readme_states_the_published_two_layer_numbers():
+    done, _ = qt.published_table(str(PUBLISHED), 100)
+    runs = {(r["arm"], r["seed"]): r for r, _ in done}
+
+    def ll(arm, seed=None):
+        seeds = (0, 1) if seed is None else (seed,)
+        return float(np.mean([runs[arm, s]["test_log_px"] for s in seeds]))
+
+    units = [runs["hvae-200-wu", s]["active_units"] for s in (0, 1)]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = " ".join(readme.split("## Two stochastic layers")[1].split("\n## ")[0].split())
+    claims = [
+        f"ELBO {ll('hvae'):.2f} against {ll('vae'):.2f} for one layer",
+        f"IWAE k=5 {ll('hiwae5'):.2f} against {ll('iwae5'):.2f}",
+        f"k=50 reaches {ll('iwae50'):.2f} (+{ll('iwae50') - ll('iwae5'):.2f} over k=5",
+        f"2-layer ELBO model to {ll('hvae-wu'):.2f}",
+        f"gains {ll('hvae-200', 0) - ll('hvae', 0):.2f} nats on seed 0 ({ll('hvae-200', 0):.2f})",
+        f"costs the one-layer model only {ll('vae', 0) - ll('vae-mc', 0):.2f} "
+        f"(`analytic_kl=False`, {ll('vae-mc', 0):.2f})",
+        f"reaches {ll('hvae-200-wu'):.2f} over 2 seeds ({ll('hvae-200-wu', 0):.2f} / "
+        f"{ll('hvae-200-wu', 1):.2f})",
+        f"{ll('hvae-200-wu') - ll('vae'):.2f} nats above the 1-layer VAE",
+        f"{min(u[0] for u in units)}-{max(u[0] for u in units)} active units in z1, "
+        f"{min(u[1] for u in units)}-{max(u[1] for u in units)} in z2",
+    ]
+    missing = [c for c in claims if c not in section]
+    assert not missing, f"README.md's 2-layer paragraph no longer says: {missing}"
