@@ -223,6 +223,10 @@ def test_readme_states_the_published_two_layer_numbers():
         f"{ll('hvae-200-wu') - ll('vae'):.2f} nats above the 1-layer VAE",
         f"{min(u[0] for u in units)}-{max(u[0] for u in units)} active units in z1, "
         f"{min(u[1] for u in units)}-{max(u[1] for u in units)} in z2",
+        f"reaches {ll('hiwae5-200-wu'):.2f} ({ll('hiwae5-200-wu', 0):.2f} / "
+        f"{ll('hiwae5-200-wu', 1):.2f}), **{ll('hiwae5-200-wu') - ll('iwae5'):.2f} nats above "
+        f"the 1-layer IWAE k=5** and within {ll('iwae50') - ll('hiwae5-200-wu'):.2f} of the "
+        f"1-layer k=50",
     ]
     missing = [c for c in claims if c not in section]
     assert not missing, f"README.md's 2-layer paragraph no longer says: {missing}"
