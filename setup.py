@@ -21,6 +21,8 @@ _EXTRAS = {
 _EXTRAS["test"] = sorted(
     set(sum(_EXTRAS.values(), []))
     | {"pytest>=8", "scipy>=1.11", "hypothesis>=6.100", "ruff>=0.6",
+       # the README's test command runs the suite in 2 processes, one file per process
+       "pytest-xdist>=3.5",
        # tests/test_web.py drives Debian's /usr/bin/chromium over the DevTools protocol
        "websocket-client>=1.6"}
 )
