@@ -120,7 +120,7 @@ def hierarchical_terms(log_px_z, log_q, log_p, objective="elbo", beta=1.0, top_k
 
 
 def _free_bits(free_bits, num_layers):
-    """`free_bits` as one float `>= 0` per stochastic layer (None: all zero)."""
+    """`free_bits` (one number, or one per layer) as one float `>= 0` per stochastic layer."""
     if isinstance(free_bits, (str, bytes)) or not hasattr(free_bits, "__len__"):
         return (validation.non_negative_float("free_bits", free_bits),) * num_layers
     if len(free_bits) != num_layers:
@@ -129,13 +129,6 @@ def _free_bits(free_bits, num_layers):
             f"stochastic layer ({num_layers}). Received: free_bits={free_bits!r}")
     return tuple(validation.non_negative_float(f"free_bits[{i}]", v)
                  for i, v in enumerate(free_bits))
-
-
-def _diagonal_normal(dist):
-    """The `tfd.Normal` under a diagonal Gaussian `tfd.Independent`, else None."""
-    if isinstance(dist, tfd.Independent) and isinstance(dist.distribution, tfd.Normal):
-        return dist.distribution
-    return None
 
 
 def _latent_dims(latent_dims):
@@ -362,7 +355,7 @@ class HierarchicalVAE(BaseAutoencoder):
         """Batch (and sample) mean of each dimension's KL term `[d]`, the estimator of the
         layer's `kl_zl` metric (closed form for the top layer with analytic_kl, else
         Monte Carlo at the drawn `z`); None when `q` or `p` has no per-dimension form."""
-        q_d, p_d = _diagonal_normal(q), _diagonal_normal(p)
+        q_d, p_d = objectives.diagonal_normal(q), objectives.diagonal_normal(p)
         if q_d is None or p_d is None:
             return None
         if top and self.analytic_kl:

@@ -37,6 +37,7 @@ __all__ = [
     "flat_entries",
     "kl_divergence",
     "kl_per_dimension",
+    "diagonal_normal",
     "log_importance_weights",
     "iwae_bound",
     "elbo",
@@ -101,14 +102,16 @@ def kl_divergence(posterior, prior, z=None, analytic=True):
     return tf.reduce_mean(posterior.log_prob(z) - prior.log_prob(z), axis=0)
 
 
+def diagonal_normal(dist):
+    """The `tfd.Normal` under a diagonal Gaussian `tfd.Independent`, else None."""
+    if isinstance(dist, tfd.Independent) and isinstance(dist.distribution, tfd.Normal):
+        return dist.distribution
+    return None
+
+
 def kl_per_dimension(posterior, prior):
     """KL per latent dimension, shape `[B, d]`, when both are diagonal Gaussians; else None."""
-    def diag_normal(dist):
-        if isinstance(dist, tfd.Independent) and isinstance(dist.distribution, tfd.Normal):
-            return dist.distribution
-        return None
-
-    q, p = diag_normal(posterior), diag_normal(prior)
+    q, p = diagonal_normal(posterior), diagonal_normal(prior)
     if q is None or p is None:
         return None
     return tfd.kl_divergence(q, p)
