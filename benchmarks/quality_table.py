@@ -524,6 +524,7 @@ def render(done, epochs, pending=(), parked=None):
                    ("hiwae5", "iwae5", "2 layers minus 1, IWAE k=5 (goal: > 0)"),
                    ("hiwae50", "iwae50", "2 layers minus 1, IWAE k=50 (goal: > 0)"),
                    ("hiwae5", "hvae", "IWAE k=5 minus the ELBO, 2 layers (goal: > 0)"),
+                   ("hiwae50", "hiwae5", "IWAE k=50 minus k=5, 2 layers (goal: > 0)"),
                    ("hiwae5-200-wu", "iwae5", "2 layers, x-path 200-200 and KL warm-up, "
                     "minus 1 layer, IWAE k=5")]
     means = {arm: {r["seed"]: r["test_log_px"] for r, _ in runs} for arm, runs in by_arm.items()}
