@@ -59,8 +59,9 @@ class _PlainVAE(tf.Module):
     """Shared part: the ELBO loss, hand-written Adam and the compiled train step."""
 
     def __init__(self, learning_rate=1e-3, seed=0, jit_compile=False, objective="elbo",
-                 num_samples=1, scale="softplus", min_scale=1e-4, epsilon=1e-7):
+                 num_samples=1, scale="softplus", min_scale=1e-4, epsilon=1e-7, binarize=True):
         super().__init__()
+        self.binarize = bool(binarize)
         if scale not in SCALES:
             raise ValueError(f"`scale` must be one of {SCALES}. Received: scale={scale!r}")
         self.objective, self.num_samples = objective, num_samples
@@ -129,7 +130,11 @@ class _PlainVAE(tf.Module):
                                    slots=[list(pair) for pair in self._opt_slots])
 
     def train_step(self, x_grey):
-        """One Adam step on a batch of grey images (binarized here); returns the loss."""
+        """One Adam step on a batch of grey images (binarized here); returns the loss.
+
+        With `binarize=False` the batch is taken as it is (already binary): the
+        step breakdown's "bits given" ablation of the reference.
+        """
         if self._step is None:
             variables = list(self.weights)
             self._make_slots()
@@ -137,9 +142,12 @@ class _PlainVAE(tf.Module):
             @tf.function(jit_compile=self.jit_compile)
             def step(x_grey):
                 counter = tf.cast(self.step_count, tf.int32)
-                u = tf.random.stateless_uniform(tf.shape(x_grey), seed=[self.seed, 2 * counter],
-                                                alg="philox")
-                x = tf.cast(u < x_grey, tf.float32)
+                if self.binarize:
+                    u = tf.random.stateless_uniform(tf.shape(x_grey),
+                                                    seed=[self.seed, 2 * counter], alg="philox")
+                    x = tf.cast(u < x_grey, tf.float32)
+                else:
+                    x = x_grey
                 with tf.GradientTape() as tape:
                     loss = self.loss(x, tf.stack([self.seed, 2 * counter + 1]))
                 grads = tape.gradient(loss, variables)
