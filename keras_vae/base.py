@@ -297,11 +297,29 @@ class BaseAutoencoder(AutoExecution, keras.Model):
                 self.optimizer.iterations, self.warmup_steps, self.warmup_schedule,
                 0.0, self._initial_beta), tf.float32))
 
+    # Whether training steps check each batch in-graph (set by `fit`; read when the
+    # training step is traced).
+    _guard_training = True
+
+    def _guard(self, x, row):
+        """The data guard's update for a batch of step kind `row` (None: no check), left
+        out of training steps when `fit`'s data were all read before training
+        (`validation.fully_checked`)."""
+        if row is None or (row == validation.TRAIN and not self._guard_training):
+            return
+        self._data_guard.update_state(x, row)
+
+    def _set_training_guard(self, x):
+        """Sets `_guard_training` for `fit`'s data `x`; a change re-traces the training step."""
+        needed = not validation.fully_checked(x, self.decoder.head, self.allows_missing)
+        if needed != self._guard_training:
+            object.__setattr__(self, "_guard_training", needed)
+            self.train_function = None
+
     def _data(self, data, row=None):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         x = validation.select_input(x, self.input_key)
-        if row is not None:
-            self._data_guard.update_state(x, row)
+        self._guard(x, row)
         return x
 
     def train_step(self, data):
@@ -395,6 +413,7 @@ class BaseAutoencoder(AutoExecution, keras.Model):
             kwargs["validation_data"] = self._check_validation(kwargs["validation_data"])
         kwargs["callbacks"] = list(kwargs.get("callbacks") or ()) + [
             validation.DataGuardCheck(self._data_guard, self.decoder.head)]
+        self._set_training_guard(x)
         self._data_guard.reset_state()
         return super().fit(x, y, **kwargs)
 

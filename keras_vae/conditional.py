@@ -171,8 +171,7 @@ class ConditionalVAE(VAE):
         if y is None:
             raise ValueError("A ConditionalVAE trains on pairs (x, y): pass fit(x, y) or a "
                              "dataset of (x, y). Received: batches without y")
-        if row is not None:
-            self._data_guard.update_state(x, row)
+        self._guard(x, row)
         return x, self.condition_tensor(self._labels_in_range(y))
 
     def compute_terms(self, x, training=False, seed=None, num_samples=None, condition=None):

@@ -238,6 +238,10 @@ def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=No
 
     Returns:
         `tf.data.Dataset` of `x` batches `(batch, ...)` float32, or `(x, y)`.
+        Every value of `x` is read here (`validation.record_values`): `fit` on
+        this dataset object, when the values suit the model's likelihood, skips
+        the per-batch data check in its training steps (a dataset derived from
+        it, by `map`, `take` and the like, is checked batch by batch).
 
     Raises:
         TypeError: non-numeric `x` or a non-int `batch_size`.
@@ -276,6 +280,7 @@ def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=No
         _check_probabilities(x)
     x_t = tf.constant(x)
     y_t = None if y is None else tf.constant(y)
+    values = np.array([0.0, 1.0], np.float32) if binarize == "dynamic" else x  # what batches hold
 
     def gather(index, key=None):
         xb = tf.gather(x_t, index)
@@ -295,7 +300,7 @@ def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=No
         batches = n // batch_size if drop_remainder else -(-n // batch_size)
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))  # Keras sees the length
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+        return validation.record_values(ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds, values)
     ds = tf.data.Dataset.range(n)
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
@@ -306,7 +311,7 @@ def make_dataset(x, y=None, *, batch_size=128, shuffle=True, seed=0, binarize=No
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, keys))
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+    return validation.record_values(ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds, values)
 
 
 def _epoch_pass(n, epoch, seed, shuffle, batch_size, drop_remainder, keyed):

@@ -156,8 +156,7 @@ class SemiSupervisedVAE(ConditionalVAE):
         if y is None:
             raise ValueError("A SemiSupervisedVAE trains on pairs (x, y) with y = -1 for "
                              "unlabelled examples. Received: batches without y")
-        if row is not None:
-            self._data_guard.update_state(x, row)
+        self._guard(x, row)
         y = tf.convert_to_tensor(y)
         y = tf.argmax(y, -1, output_type=tf.int32) if y.shape.rank == 2 else tf.cast(y, tf.int32)
         tf.debugging.assert_greater_equal(y, -1, message="labels must be in [-1, num_classes)")

@@ -32,6 +32,44 @@ def test_bernoulli_log_prob_on_grey_values_is_negative_cross_entropy():
     np.testing.assert_allclose(head(logits).log_prob(x), expected, rtol=1e-5)
 
 
+def test_bernoulli_log_prob_gradient_is_x_minus_sigmoid_at_any_logit():
+    # d/dl [x l - softplus(l)] = x - sigmoid(l): 0.5 short of x at l = 0, and exact
+    # (no NaN, no overflow) where exp(l) is out of float32's range.
+    head = kv.BernoulliLikelihood((6,))
+    logits = tf.constant([[-200.0, -20.0, 0.0, 0.0, 20.0, 200.0]])
+    x = tf.constant([[1.0, 0.0, 1.0, 0.0, 1.0, 0.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        lp = head(logits).log_prob(x)
+    grad = tape.gradient(lp, logits).numpy()
+    expected = x.numpy() - 1 / (1 + np.exp(-logits.numpy().astype("float64")))
+    np.testing.assert_allclose(grad, expected, atol=1e-7)
+    # x l - softplus(l), summed: -200 + 0 - log 2 - log 2 + 20 - softplus(20) - 200
+    np.testing.assert_allclose(lp, [-200 - 2 * np.log(2) + 20 - np.logaddexp(0, 20) - 200
+                                    - np.logaddexp(0, -20)], rtol=1e-6)
+
+
+def test_bernoulli_log_prob_and_gradient_compile_to_one_exp_per_logit():
+    # The softplus and its derivative (the sigmoid) share one exp(-|l|) under XLA,
+    # as tf.nn.sigmoid_cross_entropy_with_logits does: the cost per logit of a
+    # training step's likelihood (issue 17). tf.nn.softplus compiled to two.
+    head = kv.BernoulliLikelihood((784,))
+    logits = tf.zeros((64, 784))
+    x = tf.zeros((64, 784))
+
+    @tf.function(jit_compile=True)
+    def value_and_grad(logits, x):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            lp = tf.reduce_sum(head(logits).log_prob(x))
+        return lp, tape.gradient(lp, logits)
+
+    hlo = value_and_grad.experimental_get_compiler_ir(logits, x)(stage="optimized_hlo")
+    exps = [line for line in hlo.splitlines()
+            if " exponential(" in line and "[64,784]" in line]
+    assert len(exps) == 1, "\n".join(exps)
+
+
 def test_gaussian_fixed_scale_matches_scipy():
     head = kv.GaussianLikelihood((4,), scale=0.3)
     loc = RNG.normal(size=(2, 4)).astype("float32")

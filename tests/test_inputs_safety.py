@@ -48,6 +48,57 @@ def test_the_data_guard_counts_each_kind_of_bad_value(support, allow_missing, va
     np.testing.assert_array_equal(counts[validation.TRAIN], (0, 0))
 
 
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_the_data_guard_reports_both_problems_of_one_batch_and_passes_an_empty_one(jit):
+    """NaN in one entry and 1.5 in another: both flags (each counted over its own
+    entries, so the NaN cannot hide the 1.5); a batch of no rows: nothing."""
+    from keras_vae import validation
+    guard = validation.DataGuard((0.0, 1.0))
+    x = np.full((512, 28, 28, 1), 0.25, "float32")
+    x[3, 0, 0, 0], x[511, 27, 27, 0] = _NAN, 1.5
+    update = tf.function(guard.update_state, jit_compile=jit)
+    update(tf.constant(x), validation.TRAIN)
+    update(tf.zeros((0, 28, 28, 1)), validation.TEST)
+    counts = guard.result().numpy()
+    np.testing.assert_array_equal(counts[validation.TRAIN], (1, 1))
+    np.testing.assert_array_equal(counts[validation.TEST], (0, 0))
+
+
+def test_training_steps_check_batches_in_graph_only_for_data_not_read_before(digits, small_vae):
+    """Arrays (every value read by check_data) and make_dataset datasets whose values
+    suit the likelihood train without the per-batch check (issue 17); a dataset
+    derived from one, or one whose array holds a value outside the support in a later
+    batch, keeps it, and that value is reported."""
+    from keras_vae import data, validation
+    x, _ = digits
+    x = x[:256]
+    vae = small_vae()
+    traced = []
+    update = vae._data_guard.update_state
+
+    def spy(batch, row):
+        traced.append(row)
+        return update(batch, row)
+
+    vae._data_guard.update_state = spy
+
+    def trained_with_guard(data_):
+        traced.clear()
+        vae.fit(data_, epochs=1, batch_size=64, verbose=0)
+        return validation.TRAIN in traced
+
+    assert not trained_with_guard(x)
+    assert not trained_with_guard(data.make_dataset(x, batch_size=64))
+    assert trained_with_guard(data.make_dataset(x, batch_size=64).map(lambda b: b))
+    assert not trained_with_guard(data.make_dataset(x, batch_size=64, binarize="dynamic"))
+    bad = x.copy()
+    bad[-1, 0, 0, 0] = 1.5  # in the last batch only: the first batch passes
+    with pytest.raises(ValueError, match=r"1 batch with values outside \[0, 1\]"):
+        trained_with_guard(data.make_dataset(bad, batch_size=64, shuffle=False))
+    assert validation.TRAIN in traced
+    assert not trained_with_guard(x)  # back to arrays: traced again without the check
+
 def test_uint8_dataset_is_refused_before_training_with_the_scaling_advice(digits, small_vae):
     x, _ = digits
     pixels = (x[:128] * 255).astype("uint8")
