@@ -16,6 +16,8 @@ graph_mode                 Trainer._jit_compile                        uses `mod
 is_default_hook            `_is_default` set by keras.src.utils.default warns, returns False
 is_cached_eval             fit's `_use_cached_eval_dataset=True` kwarg  (nothing to fall back on)
 tensorboard_profiles       TensorBoard._should_trace (profile_batch)   warns, returns True
+in_xla_context             TF's control_flow_util.GraphOrParentsIn-     warns, returns False
+                           XlaContext (a TensorFlow internal)
 ```
 
 Fallbacks are chosen only where they are safe: the result is slower (no XLA,
@@ -36,6 +38,7 @@ __all__ = [
     "distribute_strategy",
     "flatten_layers",
     "graph_mode",
+    "in_xla_context",
     "is_cached_eval",
     "is_default_hook",
     "resolve_auto_jit_compile",
@@ -162,6 +165,25 @@ def graph_mode(model):
         yield model
     finally:
         model._jit_compile = saved
+
+
+def in_xla_context():
+    """True while tracing inside a `tf.function(jit_compile=True)` (e.g. a training step
+    Keras compiles with XLA), where one formula can be cheaper than in graph mode.
+
+    Wraps TensorFlow's `control_flow_util.GraphOrParentsInXlaContext` on the default
+    graph. Falls back to False (the graph-mode formula: slower under XLA, never
+    different) if it is gone.
+    """
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+        check = control_flow_util.GraphOrParentsInXlaContext
+    except (ImportError, AttributeError):
+        _warn_fallback("tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext",
+                       "XLA steps use the graph-mode formulas")
+        return False
+    return bool(check(ops.get_default_graph()))
 
 
 def _hooks_are_marked():

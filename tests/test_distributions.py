@@ -70,6 +70,17 @@ def test_bernoulli_log_prob_and_gradient_compile_to_one_exp_per_logit():
     assert len(exps) == 1, "\n".join(exps)
 
 
+
+def test_bernoulli_log_prob_in_graph_mode_is_one_softplus_kernel():
+    # Outside XLA the fused Softplus op (one kernel forward, one backward) is faster
+    # than the six-op shared-exp form.
+    head = kv.BernoulliLikelihood((784,))
+    graph = tf.function(lambda logits, x: head(logits).log_prob(x)).get_concrete_function(
+        tf.TensorSpec([64, 784]), tf.TensorSpec([64, 784])).graph
+    ops = [op.type for op in graph.get_operations()]
+    assert ops.count("Softplus") == 1 and "Log1p" not in ops, ops
+
+
 def test_gaussian_fixed_scale_matches_scipy():
     head = kv.GaussianLikelihood((4,), scale=0.3)
     loc = RNG.normal(size=(2, 4)).astype("float32")

@@ -168,3 +168,20 @@ def test_missing_internals_fail_with_the_attribute_and_version():
         assert keras.__version__ in str(info.value)
     with pytest.warns(RuntimeWarning, match="_resolve_auto_jit_compile"):
         assert keras_api.resolve_auto_jit_compile(NotAModel()) is False
+
+
+def test_in_xla_context_is_true_only_while_tracing_an_xla_function():
+    import tensorflow as tf
+
+    seen = {}
+
+    def probe(tag):
+        def f(x):
+            seen[tag] = keras_api.in_xla_context()
+            return x
+        return f
+
+    tf.function(probe("xla"), jit_compile=True)(tf.constant(1.0))
+    tf.function(probe("graph"))(tf.constant(1.0))
+    probe("eager")(tf.constant(1.0))
+    assert seen == {"xla": True, "graph": False, "eager": False}
