@@ -477,14 +477,18 @@ def _callback_table(costs):
 
 def main(argv=None):
     """`python -m benchmarks.throughput gaps`: the issue-17 cells (binarization in the step
-    vs the pipeline; callback costs), printed as Markdown with the run's conditions."""
+    vs the pipeline; callback costs), printed as Markdown with the run's conditions.
+
+    `python -m benchmarks.throughput conv --rounds 12 --seconds 3`: the conv cell alone
+    (B=128, d=2; ref, ref_xla and kv_auto), with more and longer rounds than the grid
+    can afford: the cell where one epoch of 1 s holds only a few steps."""
     import argparse
 
     import keras_vae as kv
     from benchmarks import timing
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.throughput")
-    p.add_argument("what", choices=("gaps", "binarization", "callbacks"))
+    p.add_argument("what", choices=("gaps", "binarization", "callbacks", "conv"))
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--seconds", type=float, default=1.0)
     p.add_argument("--spe", type=int, default=32)
@@ -496,6 +500,13 @@ def main(argv=None):
         rows = binarization_cells(x, rounds=args.rounds, seconds=args.seconds, spe=args.spe,
                                   ceilings=ceilings)
         print("\n" + _binarization_table(rows), flush=True)
+    if args.what == "conv":
+        from benchmarks import report
+
+        ceilings = timing.matmul_ceiling((128,), seconds=1.0)
+        rows = conv_cells(x, (128,), 2, args.rounds, args.seconds, ceilings, args.spe,
+                          skip=("keras_example", "kv_keras", "kv_spe", "kv_xla"))
+        print("\n" + report.throughput_tables(rows, ceilings), flush=True)
     if args.what in ("gaps", "callbacks"):
         print("\n" + _callback_table(callback_costs(x, rounds=args.rounds)), flush=True)
     end = timing.environment()
