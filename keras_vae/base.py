@@ -310,11 +310,23 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         self._data_guard.update_state(x, row)
 
     def _set_training_guard(self, x):
-        """Sets `_guard_training` for `fit`'s data `x`; a change re-traces the training step."""
+        """Sets `_guard_training` for `fit`'s data `x`, swapping in the training function
+        traced for that setting: each setting's function is kept (in a plain dict, which
+        SavedModel and checkpoints do not track) while the execution settings it was
+        made under hold, so fit calls alternating between data read before training and
+        data that is not trace (and compile with XLA) once each. `compile` drops both."""
         needed = not validation.fully_checked(x, self.decoder.head, self.allows_missing)
-        if needed != self._guard_training:
-            object.__setattr__(self, "_guard_training", needed)
-            self.train_function = None
+        if needed == self._guard_training:
+            return
+        settings = (bool(self.jit_compile), int(self.steps_per_execution))
+        kept = {guard: entry for guard, entry in self.__dict__.get("_train_functions", {}).items()
+                if entry[1] == settings}
+        if self.train_function is not None:
+            kept[self._guard_training] = (self.train_function, settings)
+        function, _ = kept.pop(needed, (None, None))
+        object.__setattr__(self, "_train_functions", kept)
+        object.__setattr__(self, "_guard_training", needed)
+        self.train_function = function
 
     def _data(self, data, row=None):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -229,6 +229,7 @@ class AutoExecution:
         self._auto_jit = jit_compile == "auto"
         self._auto_spe = steps_per_execution == "auto"
         self.execution_plan = None
+        self.__dict__.pop("_train_functions", None)  # those kept by fit (base._set_training_guard)
         initial_jit = jit_compile
         if self._auto_jit and not _device_has_accelerator():
             initial_jit = False  # decided by the first fit

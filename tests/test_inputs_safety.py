@@ -96,8 +96,41 @@ def test_training_steps_check_batches_in_graph_only_for_data_not_read_before(dig
     bad[-1, 0, 0, 0] = 1.5  # in the last batch only: the first batch passes
     with pytest.raises(ValueError, match=r"1 batch with values outside \[0, 1\]"):
         trained_with_guard(data.make_dataset(bad, batch_size=64, shuffle=False))
-    assert validation.TRAIN in traced
-    assert not trained_with_guard(x)  # back to arrays: traced again without the check
+    assert vae._guard_training  # the guarded function traced above, reused (no new trace)
+    assert not trained_with_guard(x)  # back to arrays: the unguarded function again
+    assert not vae._guard_training
+
+
+def test_alternating_checked_and_unchecked_data_reuses_both_training_functions(digits,
+                                                                              small_vae):
+    """fit() keeps the training function of each guard setting: alternating between data
+    read before training and data that is not does not re-trace (an XLA step would be
+    compiled again inside each epoch), and a new compile() drops both."""
+    from keras_vae import data
+    x, _ = digits
+    x = x[:256]
+    vae = small_vae()
+    read = data.make_dataset(x, batch_size=64)
+    unread = data.make_dataset(x, batch_size=64).map(lambda b: b)
+    vae.fit(read, epochs=1, verbose=0)
+    unguarded = vae.train_function
+    vae.fit(unread, epochs=1, verbose=0)
+    guarded = vae.train_function
+    assert guarded is not unguarded
+    vae.fit(read, epochs=1, verbose=0)
+    assert vae.train_function is unguarded
+    vae.fit(unread, epochs=1, verbose=0)
+    assert vae.train_function is guarded
+    bad = x.copy()
+    bad[-1, 0, 0, 0] = np.nan  # a later batch: only the in-step check can see it
+    with pytest.raises(ValueError, match="NaN"):
+        vae.fit(data.make_dataset(bad, batch_size=64, shuffle=False).map(lambda b: b),
+                epochs=1, verbose=0)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    vae.fit(read, epochs=1, verbose=0)
+    assert vae.train_function not in (unguarded, guarded)
+    vae.fit(unread, epochs=1, verbose=0)
+    assert vae.train_function not in (unguarded, guarded)
 
 def test_uint8_dataset_is_refused_before_training_with_the_scaling_advice(digits, small_vae):
     x, _ = digits
