@@ -132,6 +132,7 @@ def test_alternating_checked_and_unchecked_data_reuses_both_training_functions(d
     vae.fit(unread, epochs=1, verbose=0)
     assert vae.train_function not in (unguarded, guarded)
 
+
 def test_uint8_dataset_is_refused_before_training_with_the_scaling_advice(digits, small_vae):
     x, _ = digits
     pixels = (x[:128] * 255).astype("uint8")
