@@ -121,6 +121,51 @@ def test_automatic_xla_trains_and_evaluate_stays_in_graph(x):
                                rtol=1e-5)
 
 
+
+def test_plan_runs_the_calls_of_small_batch_xla_runs_as_one_loop():
+    vae = _mlp_vae()
+    vae.compile(optimizer="adam")
+    small = vae.plan_execution(steps_per_epoch=469, epochs=10, batch_size=64)
+    assert small["jit_compile"] is True and small["loop"] is True
+    assert "one XLA loop" in small["reasons"]["loop"]
+    assert execution.plan_execution(vae, 469, 10, 128)["loop"] is False
+    assert execution.plan_execution(vae, 469, 10, None)["loop"] is False
+    assert execution.plan_execution(vae, 469, 10, 64, [KLWarmup(10)])["loop"] is False
+    explicit = _mlp_vae()
+    explicit.compile(optimizer="adam", jit_compile=True)
+    plan = explicit.plan_execution(steps_per_epoch=469, epochs=10, batch_size=64)
+    assert plan["loop"] is False and "compile()" in plan["reasons"]["loop"]
+
+
+def test_the_xla_loop_trains_bit_exactly_like_keras_xla_steps(x):
+    # 37 batches of 8: calls of 32 steps in the loop, then the 5 left one by one
+    def data(**kwargs):
+        return kv.data.make_dataset(x[:296], batch_size=8, drop_remainder=True, seed=0,
+                                    **kwargs)
+
+    looped = _mlp_vae()
+    looped.compile(optimizer=keras.optimizers.Adam(1e-3))
+    looped.plan_execution(steps_per_epoch=37, epochs=1000, batch_size=8)
+    per_step = _mlp_vae()
+    per_step.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True,
+                     steps_per_execution=32)
+    h_looped = looped.fit(data(), epochs=2, verbose=0)
+    h_per_step = per_step.fit(data(), epochs=2, verbose=0)
+    assert looped.execution_plan["loop"] and not per_step.execution_plan["loop"]
+    assert looped.steps_per_execution == per_step.steps_per_execution == 32
+    assert int(looped.optimizer.iterations) == int(per_step.optimizer.iterations) == 74
+    np.testing.assert_array_equal(h_looped.history["loss"], h_per_step.history["loss"])
+    for a, b in zip(looped.weights, per_step.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    # Data of unknown length that ends before steps_per_epoch: calls of 32, 5 and no batch
+    for model in (looped, per_step):
+        model.fit(data().filter(lambda batch: True), steps_per_epoch=96, epochs=1, verbose=0)
+    assert looped.execution_plan["loop"]
+    assert int(looped.optimizer.iterations) == int(per_step.optimizer.iterations) == 111
+    for a, b in zip(looped.weights, per_step.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
 def test_explicit_settings_are_kept_and_auto_survives_saving(x, tmp_path):
     vae = _mlp_vae()
     vae.compile(optimizer="adam", jit_compile=False, steps_per_execution=3)
