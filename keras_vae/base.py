@@ -313,12 +313,14 @@ class BaseAutoencoder(AutoExecution, keras.Model):
         """Sets `_guard_training` for `fit`'s data `x`, swapping in the training function
         traced for that setting: each setting's function is kept (in a plain dict, which
         SavedModel and checkpoints do not track) while the execution settings it was
-        made under hold, so fit calls alternating between data read before training and
-        data that is not trace (and compile with XLA) once each. `compile` drops both."""
+        made under (XLA, steps per call, the XLA loop) hold, so fit calls alternating
+        between data read before training and data that is not trace (and compile with
+        XLA) once each. `compile` drops both."""
         needed = not validation.fully_checked(x, self.decoder.head, self.allows_missing)
         if needed == self._guard_training:
             return
-        settings = (bool(self.jit_compile), int(self.steps_per_execution))
+        settings = (bool(self.jit_compile), int(self.steps_per_execution),
+                    bool((getattr(self, "execution_plan", None) or {}).get("loop")))
         kept = {guard: entry for guard, entry in self.__dict__.get("_train_functions", {}).items()
                 if entry[1] == settings}
         if self.train_function is not None:
