@@ -34,7 +34,8 @@ def _plan(row):
     plan = (row or {}).get("plan")
     if not plan:
         return "-"
-    return f"{'XLA' if plan['jit_compile'] else 'graph'}, spe {plan['steps_per_execution']}"
+    kind = "XLA loop" if plan.get("loop") else "XLA" if plan["jit_compile"] else "graph"
+    return f"{kind}, spe {plan['steps_per_execution']}"
 
 
 def throughput_tables(rows, ceilings):
