@@ -121,7 +121,6 @@ def test_automatic_xla_trains_and_evaluate_stays_in_graph(x):
                                rtol=1e-5)
 
 
-
 def test_plan_runs_the_calls_of_small_batch_xla_runs_as_one_loop():
     vae = _mlp_vae()
     vae.compile(optimizer="adam")
@@ -139,9 +138,8 @@ def test_plan_runs_the_calls_of_small_batch_xla_runs_as_one_loop():
 
 def test_the_xla_loop_trains_bit_exactly_like_keras_xla_steps(x):
     # 37 batches of 8: calls of 32 steps in the loop, then the 5 left one by one
-    def data(**kwargs):
-        return kv.data.make_dataset(x[:296], batch_size=8, drop_remainder=True, seed=0,
-                                    **kwargs)
+    def data():
+        return kv.data.make_dataset(x[:296], batch_size=8, drop_remainder=True, seed=0)
 
     looped = _mlp_vae()
     looped.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -165,6 +163,7 @@ def test_the_xla_loop_trains_bit_exactly_like_keras_xla_steps(x):
     assert int(looped.optimizer.iterations) == int(per_step.optimizer.iterations) == 111
     for a, b in zip(looped.weights, per_step.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
 
 def test_explicit_settings_are_kept_and_auto_survives_saving(x, tmp_path):
     vae = _mlp_vae()
